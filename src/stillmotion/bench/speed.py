@@ -1,0 +1,91 @@
+"""Speed and memory of the engine on the bundled sample, per configuration.
+
+Each configuration renders in a fresh subprocess, so its peak resident memory (``ru_maxrss``) and its
+start-up costs are its own. The driving clip is the sample looped back and forth to ``seconds``, so
+per-frame numbers average over enough frames to be steady.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from stillmotion.engine import media
+from stillmotion.engine.options import RenderOptions
+from stillmotion.samples import sample_image, sample_video
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    name: str
+    resolution: int
+    turbo: bool
+
+
+CONFIGS = (
+    SpeedConfig("720p", 720, False),
+    SpeedConfig("720p-turbo", 720, True),
+    SpeedConfig("1080p", 1080, False),
+    SpeedConfig("1080p-turbo", 1080, True),
+)
+
+
+def ping_pong_clip(source: Path, output: Path, seconds: float) -> Path:
+    """``source`` played forward, backward, forward... until ``seconds`` long, without audio."""
+    info = media.probe_video(source)
+    frames = list(media.iter_frames(source))  # the sample is 120 small frames
+    cycle = frames + frames[-2:0:-1]
+    total = max(1, round(seconds * float(info.fps)))
+    with media.VideoWriter(output, info.width, info.height, info.fps, preset="veryfast", crf=12) as writer:
+        for index in range(total):
+            writer.write(cycle[index % len(cycle)])
+    return output
+
+
+def measure(config: SpeedConfig, video: Path, output: Path) -> dict[str, object]:
+    """Render the sample once with ``config`` in this process and report its numbers."""
+    from stillmotion.engine.pipeline import animate
+
+    start = time.perf_counter()
+    report = animate(sample_image(), video, output,
+                     RenderOptions(resolution=config.resolution, turbo=config.turbo))
+    wall = time.perf_counter() - start
+    frames = report.frames
+    return {
+        **asdict(config),
+        "width": report.width,
+        "height": report.height,
+        "frames": frames,
+        "output_seconds": round(report.duration, 3),
+        "wall_seconds": round(wall, 3),
+        "fps": round(frames / wall, 2),
+        "seconds_per_output_second": round(wall / report.duration, 3),
+        "ms_per_frame": {k: round(1000 * v / frames, 2) for k, v in report.stage_seconds.items()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def run(seconds: float = 12.0, configs: tuple[SpeedConfig, ...] = CONFIGS) -> list[dict[str, object]]:
+    """Every configuration, each in its own subprocess, on a ``seconds``-long driving clip."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="stillmotion-bench-") as work:
+        clip = ping_pong_clip(sample_video(), Path(work) / "driving.mp4", seconds)
+        for config in configs:
+            out = Path(work) / f"{config.name}.mp4"
+            completed = subprocess.run(
+                [sys.executable, "-m", "stillmotion.bench.speed", json.dumps(asdict(config)), str(clip), str(out)],
+                check=True, capture_output=True, text=True,
+            )
+            results.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    return results
+
+
+if __name__ == "__main__":
+    chosen = SpeedConfig(**json.loads(sys.argv[1]))
+    print(json.dumps(measure(chosen, Path(sys.argv[2]), Path(sys.argv[3]))))

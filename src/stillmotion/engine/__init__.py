@@ -1,0 +1,5 @@
+"""The animation engine: pure computation on frames and landmarks.
+
+It knows nothing of HTTP, queues or storage. ``pipeline.animate`` is its one entry point for files;
+``media`` is its only door to the file system.
+"""

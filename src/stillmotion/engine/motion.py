@@ -1,0 +1,175 @@
+"""From driving landmarks to the photo's target landmarks: head pose apart from expression, both
+transferred *relative* to a neutral reference frame, smoothed, and resampled in time.
+
+Relative transfer follows the "relative" mode of Siarohin et al., "First Order Motion Model for Image
+Animation" (NeurIPS 2019) and LivePortrait (Guo et al., 2024): the photo keeps its own identity and
+starting expression, and receives only the *change* the driving face makes from its reference frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stillmotion.engine import face_model as fm
+
+_TWO_PI = 2.0 * math.pi
+
+
+class OneEuroFilter:
+    """Adaptive low-pass filter for noisy signals: steady when still, responsive when moving.
+
+    Casiez, Roussel and Vogel, "1€ Filter: A Simple Speed-based Low-pass Filter for Noisy Input in
+    Interactive Systems", CHI 2012. Vectorised: filters an array of any shape element-wise.
+    """
+
+    def __init__(self, rate: float, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0):
+        self._rate = rate
+        self._min_cutoff = min_cutoff
+        self._beta = beta
+        self._d_cutoff = d_cutoff
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+
+    def _alpha(self, cutoff: np.ndarray | float) -> np.ndarray | float:
+        tau = 1.0 / (_TWO_PI * cutoff)
+        return 1.0 / (1.0 + tau * self._rate)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self._x is None or self._dx is None:
+            self._x, self._dx = x.copy(), np.zeros_like(x)
+            return x.copy()
+        dx = (x - self._x) * self._rate
+        self._dx = self._dx + self._alpha(self._d_cutoff) * (dx - self._dx)
+        cutoff = self._min_cutoff + self._beta * np.abs(self._dx)
+        self._x = self._x + self._alpha(cutoff) * (x - self._x)
+        return self._x.copy()
+
+
+@dataclass(frozen=True)
+class FaceFeatures:
+    """Per-frame measures used to pick the reference and reported by the quality benchmark."""
+
+    mouth: float
+    eyes: float
+    yaw: float
+    pitch: float
+    roll: float
+
+    @classmethod
+    def of(cls, lm: np.ndarray) -> FaceFeatures:
+        yaw, pitch, roll = fm.head_angles(lm)
+        return cls(fm.mouth_opening(lm), float(np.mean(fm.eye_openness(lm))), yaw, pitch, roll)
+
+
+def choose_reference(features: Sequence[FaceFeatures | None]) -> int:
+    """Index of the most neutral frame: mouth closed, eyes normally open, facing the camera.
+
+    Each term is scaled by its spread over the clip, so no single measure dominates; frames without a
+    face never qualify. Averaged over a short window so one lucky frame mid-blink does not win.
+    """
+    valid = [i for i, f in enumerate(features) if f is not None]
+    if not valid:
+        raise ValueError("no frame has a face")
+    table = np.array([[f.mouth, f.eyes, f.yaw, f.pitch] for f in features if f is not None])
+    spread = np.maximum(table.std(0), [0.02, 0.02, math.radians(2), math.radians(2)])
+    eyes_typical = np.median(table[:, 1])
+    # Open eyes matter more than closed mouths: a closed-eye reference makes every frame look wide-eyed.
+    score = (
+        table[:, 0] / spread[0]
+        + 1.5 * np.abs(table[:, 1] - eyes_typical) / spread[1]
+        + np.abs(table[:, 2]) / spread[2]
+        + np.abs(table[:, 3]) / spread[3]
+    )
+    if len(score) >= 5:
+        score = np.convolve(score, np.ones(3) / 3, mode="same")
+    return valid[int(np.argmin(score))]
+
+
+class Retargeter:
+    """Maps a driving face onto the photo's face, relative to a driving reference frame.
+
+    Head pose is the 3D similarity (Umeyama 1991) of the rigid points from the reference to the
+    current frame; expression is what is left once that pose is undone. Both are carried into the
+    photo's frame through the similarity that aligns the reference face with the photo's face, so the
+    photo's own mesh is rotated in 3D (yaw and pitch foreshorten its relief) and then projected.
+    """
+
+    #: Soft limits on the head's travel, in the photo's inter-ocular distances, and on its change of
+    #: scale: a handheld driving camera's drift must not walk the head out of the photo's composition.
+    MAX_SHIFT = 0.6
+    MAX_SCALE_CHANGE = 0.15
+
+    def __init__(self, photo: np.ndarray, reference: np.ndarray):
+        self._photo = photo
+        self._reference = reference
+        self._to_photo = fm.fit_similarity(reference[fm.RIGID], photo[fm.RIGID])
+        self._pivot = photo[fm.RIGID].mean(0)
+        self._face = fm.interocular(photo)
+
+    def target(self, driving: np.ndarray) -> np.ndarray:
+        """The photo's landmarks ``(478, 3)`` as they should be for this driving frame."""
+        ref = self._reference
+        pose = fm.fit_similarity(ref[fm.RIGID], driving[fm.RIGID])
+        # Expression: the driving face with its pose undone, less the reference face.
+        expression = pose.inverse().apply(driving) - ref
+        align = self._to_photo
+        photo_expr = self._photo + align.scale * expression @ align.rotation.T
+        # Pose change expressed in the photo's frame: conjugate the rotation by the alignment.
+        rotation = align.rotation @ pose.rotation @ align.rotation.T
+        shift = driving[fm.RIGID].mean(0) - ref[fm.RIGID].mean(0)
+        shift = align.scale * shift @ align.rotation.T
+        shift[2] = 0.0  # moving toward the camera is already the scale change
+        shift = _soft_limit(shift, self.MAX_SHIFT * self._face)
+        scale = float(np.exp(_soft_limit(np.log(pose.scale), np.log1p(self.MAX_SCALE_CHANGE))))
+        return scale * (photo_expr - self._pivot) @ rotation.T + self._pivot + shift
+
+
+def _soft_limit(value: np.ndarray | float, limit: float) -> np.ndarray:
+    """``value`` unchanged when small, its magnitude eased toward ``limit`` (tanh) when large."""
+    value = np.asarray(value, dtype=np.float64)
+    size = float(np.linalg.norm(value))
+    if size < 1e-9:
+        return value
+    return value * (limit * np.tanh(size / limit) / size)
+
+
+class LostFaceBridge:
+    """Fills frames where tracking lost the face: the last motion holds, then eases back to rest.
+
+    ``hold`` and ``ease`` are in frames. Landmarks come back through the caller's smoothing filter, so
+    the return when the face reappears is eased as well.
+    """
+
+    def __init__(self, rest: np.ndarray, hold: int, ease: int):
+        self._rest = rest
+        self._hold = hold
+        self._ease = max(ease, 1)
+        self._last: np.ndarray = rest
+        self._missing = 0
+
+    def __call__(self, landmarks: np.ndarray | None) -> np.ndarray:
+        if landmarks is not None:
+            self._last, self._missing = landmarks, 0
+            return landmarks
+        self._missing += 1
+        t = min(max(self._missing - self._hold, 0) / self._ease, 1.0)
+        t = t * t * (3 - 2 * t)  # smoothstep: no jolt at either end of the ease
+        return (1 - t) * self._last + t * self._rest
+
+
+def resample_positions(n_in: int, fps_in: float, fps_out: float | None) -> tuple[int, np.ndarray]:
+    """Output frame count and, for each output frame, its position on the driving timeline in frames.
+
+    ``fps_out=None`` keeps the driving frames one for one. Otherwise the output spans the same duration
+    (to within one frame) and positions are fractional: motion is interpolated between the two nearest
+    driving frames, never made by repeating frames.
+    """
+    if fps_out is None:
+        return n_in, np.arange(n_in, dtype=np.float64)
+    n_out = max(1, round(n_in * fps_out / fps_in))
+    positions = np.arange(n_out, dtype=np.float64) * (fps_in / fps_out)
+    return n_out, np.minimum(positions, n_in - 1)

@@ -1,0 +1,238 @@
+"""``animate``: a photo and a driving video in, an MP4 out.
+
+Two streaming passes over the driving video, so memory stays flat whatever its length:
+
+1. **Track** every driving frame (FaceMesh) into an on-disk landmark log and per-frame features;
+   then choose the most neutral frame as the motion reference.
+2. **Render** each output frame: the driving landmarks at that instant (smoothed, interpolated for
+   another frame rate, bridged where the face was lost) are retargeted onto the photo's landmarks, the
+   photo is warped through the mesh, the inner mouth is added, and the frame is encoded — with the
+   driving audio muxed in by the writer.
+
+Everything about the photo (its fit to the output size, landmarks, mesh, warp tables, skin colour)
+is computed once before the render loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from fractions import Fraction
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stillmotion.engine import face_model as fm
+from stillmotion.engine import media
+from stillmotion.engine.framing import crop_window, fit_photo, output_size
+from stillmotion.engine.landmark_log import LandmarkLog
+from stillmotion.engine.motion import (
+    FaceFeatures,
+    LostFaceBridge,
+    OneEuroFilter,
+    Retargeter,
+    choose_reference,
+    resample_positions,
+)
+from stillmotion.engine.mouth import MouthInterior
+from stillmotion.engine.options import RenderOptions, RenderReport
+from stillmotion.engine.segmentation import person_mask
+from stillmotion.engine.tracking import FaceTracker, detect_photo_face
+from stillmotion.engine.warp import HeadRig, MeshWarp, remap
+from stillmotion.errors import MediaError, NoFaceError
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Settings that trade speed for quality; ``turbo`` picks the faster column."""
+
+    grid_step: int
+    """Coarse warp grid spacing, in output pixels per 720 px of short side."""
+    preset: str
+    """x264 preset."""
+    crf: int
+    track_every: int
+    """Track every n-th driving frame; the frames between are interpolated."""
+
+    @classmethod
+    def for_options(cls, options: RenderOptions) -> Quality:
+        if options.turbo:
+            return cls(grid_step=8, preset="ultrafast", crf=21, track_every=2)
+        return cls(grid_step=4, preset="veryfast", crf=18, track_every=1)
+
+
+class _Stages:
+    """Wall-clock seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class _Photo:
+    """Everything the render loop needs to know about the photo, computed once."""
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    rig: HeadRig
+    mesh: MeshWarp
+    mouth: MouthInterior
+
+
+def _analyse_photo(path: Path, short_side: int, quality: Quality) -> _Photo:
+    original = media.read_image(path)
+    height, width = original.shape[:2]
+    size = output_size(width, height, short_side)
+    window = (0, 0, width, height)
+    if abs(size[0] / size[1] - width / height) > 0.01:  # beyond 16:9: crop around the face
+        face = detect_photo_face(original)
+        window = crop_window(width, height, tuple(face[:, :2].mean(0)))
+    image = fit_photo(original, size, window)
+    landmarks = detect_photo_face(image)
+    scale = short_side / 720
+    rig = HeadRig(landmarks, size, person_mask(image))
+    mesh = MeshWarp(rig.source, size, max(2, round(quality.grid_step * scale)))
+    mouth = MouthInterior(image, landmarks, feather=1.5 * scale)
+    return _Photo(image, landmarks, rig, mesh, mouth)
+
+
+def _track(video: Path, quality: Quality, log: LandmarkLog, on_frame: Callable[[], None]) -> list[FaceFeatures | None]:
+    """Pass 1: landmarks of every driving frame into ``log``; returns each frame's features."""
+    features: list[FaceFeatures | None] = []
+    pending: list[int] = []  # untracked frames (turbo) waiting for the next tracked one
+    previous: np.ndarray | None = None
+    with FaceTracker() as tracker:
+        for index, frame in enumerate(media.iter_frames(video)):
+            if index % quality.track_every and index > 0:
+                pending.append(index)
+                log.append(None)
+                features.append(None)
+                on_frame()
+                continue
+            landmarks = tracker.track(frame)
+            log.append(landmarks)
+            features.append(FaceFeatures.of(landmarks) if landmarks is not None else None)
+            if pending and previous is not None and landmarks is not None:
+                _fill_between(log, pending, previous, landmarks)
+            pending, previous = [], landmarks
+            on_frame()
+    return features
+
+
+def _fill_between(log: LandmarkLog, frames: list[int], before: np.ndarray, after: np.ndarray) -> None:
+    """Linear interpolation for frames skipped between two tracked ones (turbo)."""
+    span = len(frames) + 1
+    for k, index in enumerate(frames, start=1):
+        t = k / span
+        log[index] = (1 - t) * before + t * after
+
+
+class _DrivingStream:
+    """Pass 2's view of the driving video: frames and smoothed, gap-bridged landmarks, read in order
+    and looked up at fractional positions on the driving timeline."""
+
+    def __init__(self, video: Path, log: LandmarkLog, reference: np.ndarray, fps: float):
+        self._frames = media.iter_frames(video)
+        self._log = log
+        self._bridge = LostFaceBridge(reference, hold=round(0.5 * fps), ease=round(0.5 * fps))
+        # Filter in face units (inter-ocular distance), so the same constants suit any video size.
+        self._unit = fm.interocular(reference)
+        self._filter = OneEuroFilter(rate=fps, min_cutoff=1.5, beta=8.0, d_cutoff=1.0)
+        self._index = -1
+        self._window: list[tuple[np.ndarray, np.ndarray]] = []  # (frame, landmarks) for index, index+1
+
+    def _advance(self) -> None:
+        self._index += 1
+        frame = next(self._frames, None)
+        if frame is None:  # the decoder gave fewer frames than the tracker saw: hold the last
+            frame = self._window[-1][0]
+        raw = self._log[min(self._index, self._log.count - 1)]
+        landmarks = self._filter(self._bridge(raw) / self._unit) * self._unit
+        self._window = [*self._window[-1:], (frame, landmarks)]
+
+    def at(self, position: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(landmarks at ``position``, nearest frame, that frame's landmarks)."""
+        first = int(position)
+        last = min(first + 1, self._log.count - 1)
+        while self._index < last:
+            self._advance()
+        (frame0, lm0), (frame1, lm1) = (self._window[0], self._window[-1]) if last > first else (
+            self._window[-1], self._window[-1])
+        t = position - first
+        landmarks = (1 - t) * lm0 + t * lm1
+        return (landmarks, frame1, lm1) if t >= 0.5 else (landmarks, frame0, lm0)
+
+
+def animate(photo: Path, video: Path, output: Path, options: RenderOptions,
+            on_progress: ProgressCallback | None = None) -> RenderReport:
+    """Render ``output`` (MP4): the face in ``photo`` moving, speaking and emoting like the face in
+    ``video``, with its sound when ``options.audio``.
+
+    ``on_progress(done, total)`` is called after every tracked and every rendered frame; an exception
+    raised from it aborts the render and no output file is left behind. Raises ``InputError``
+    subclasses for inputs that cannot be used.
+    """
+    stages = _Stages()
+    quality = Quality.for_options(options)
+    with stages("probe"):
+        info = media.probe_video(video)
+    with stages("analyse_photo"):
+        subject = _analyse_photo(photo, options.resolution, quality)
+    height, width = subject.image.shape[:2]
+    fps_in = float(info.fps)
+    fps_out = info.fps if options.target_fps is None else Fraction(options.target_fps)
+    estimate = max(info.frame_count, 1)
+    n_estimate, _ = resample_positions(estimate, fps_in, None if options.target_fps is None else float(fps_out))
+    done, total = 0, estimate + n_estimate
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, max(total, done))
+
+    with LandmarkLog() as log:
+        with stages("track"):
+            features = _track(video, quality, log, tick)
+        if log.count == 0:
+            raise MediaError(f"{video.name}: the video has no frames")
+        if all(f is None for f in features):
+            raise NoFaceError("no face found in the driving video: use a clip in which one face is "
+                              "visible, front-facing and well lit")
+        reference = log[choose_reference(features)]
+        assert reference is not None
+        n_out, positions = resample_positions(
+            log.count, fps_in, None if options.target_fps is None else float(fps_out))
+        total = log.count + n_out
+        duration = n_out / float(fps_out)
+        retarget = Retargeter(subject.landmarks, reference)
+        driving = _DrivingStream(video, log, reference, fps_in)
+        audio_source = video if options.audio and info.has_audio else None
+        with media.VideoWriter(output, width, height, fps_out, preset=quality.preset, crf=quality.crf,
+                               audio_source=audio_source, duration=duration) as writer:
+            for position in positions:
+                with stages("drive"):
+                    target_lm, driving_frame, driving_lm = driving.at(float(position))
+                    target = retarget.target(target_lm)
+                with stages("warp"):
+                    frame = remap(subject.image, subject.mesh.backward_map(subject.rig.vertices(target)))
+                with stages("mouth"):
+                    subject.mouth.apply(frame, target, driving_frame, driving_lm)
+                with stages("encode"):
+                    writer.write(frame)
+                tick()
+    return RenderReport(output=output, width=width, height=height, fps=fps_out, frames=n_out,
+                        duration=duration, has_audio=writer.has_audio, seed=options.seed,
+                        stage_seconds=stages.seconds)

