@@ -9,7 +9,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 extras=${1:-samples}
 venv=.venv
-python=${PYTHON:-python3.11}
+# Python 3.11: the interpreter mediapipe 0.10.21's wheels and this project's pins were tested on.
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 \
+            && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+            python=$candidate
+            break
+        fi
+    done
+fi
+if [ -z "$python" ]; then
+    echo "stillmotion: needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
+    exit 1
+fi
 
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"

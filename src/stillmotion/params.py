@@ -30,27 +30,41 @@ class AnimateParams(BaseModel):
 
     image: Annotated[
         str,
-        Field(min_length=1, description="Reference still of the subject to animate: an http(s) URL, "
-              "a data URI, raw base64 or (CLI) a local path. Use a front-facing, well-lit portrait."),
+        Field(
+            min_length=1,
+            description="Reference still of the subject to animate: an http(s) URL, "
+            "a data URI, raw base64 or (CLI) a local path. Use a front-facing, well-lit portrait.",
+        ),
     ]
     video: Annotated[
         str,
-        Field(min_length=1, description="Driving video whose motion and audio animate the photo: an "
-              "http(s) URL, a data URI, raw base64 or (CLI) a local path."),
+        Field(
+            min_length=1,
+            description="Driving video whose motion and audio animate the photo: an "
+            "http(s) URL, a data URI, raw base64 or (CLI) a local path.",
+        ),
     ]
     resolution: Resolution = Field(
-        "720p", description="Output resolution: the shorter side is 720 or 1080 px, the photo's aspect kept.")
+        "720p", description="Output resolution: the shorter side is 720 or 1080 px, the photo's aspect kept."
+    )
     turbo: bool = Field(False, description="Faster rendering at slightly lower quality (draft previews).")
     save_audio: bool = Field(True, description="Keep the driving video's audio in the output.")
     ignore_audio: bool = Field(False, description="Ignore the driving audio: a silent, motion-only output.")
     target_fps: TargetFps = Field(
-        "original", description="Output frame rate: the driving video's own, 24, or 48 (interpolated).")
+        "original", description="Output frame rate: the driving video's own, 24, or 48 (interpolated)."
+    )
     instruction_prompt: str = Field(
-        "", max_length=2000, description="Optional text guiding the animation (recorded; the warp-based "
-        "engine does not interpret it).")
+        "",
+        max_length=2000,
+        description="Optional text guiding the animation (recorded; the warp-based "
+        "engine does not interpret it).",
+    )
     seed: int = Field(
-        42, ge=SEED_MIN, le=SEED_MAX,
-        description="Random seed for reproducibility; -1 draws one and reports it.")
+        42,
+        ge=SEED_MIN,
+        le=SEED_MAX,
+        description="Random seed for reproducibility; -1 draws one and reports it.",
+    )
     disable_safety_checker: bool = Field(False, description="Skip the content safety check of the photo.")
 
     def render_options(self, seed: int) -> RenderOptions:
@@ -80,8 +94,11 @@ def describe_validation_error(error: ValidationError) -> str:
             choices = item.get("ctx", {}).get("expected", "")
             problems.append(f"{field}: must be one of {choices} (got {got!r})")
         elif kind in {"greater_than_equal", "less_than_equal"}:
-            problems.append(f"{field}: must be an integer from {SEED_MIN} to {SEED_MAX} (got {got!r})"
-                            if field == "seed" else f"{field}: {item['msg'].lower()} (got {got!r})")
+            problems.append(
+                f"{field}: must be an integer from {SEED_MIN} to {SEED_MAX} (got {got!r})"
+                if field == "seed"
+                else f"{field}: {item['msg'].lower()} (got {got!r})"
+            )
         else:
             problems.append(f"{field}: {item['msg'].lower()} (got {got!r})")
     return "; ".join(problems)

@@ -53,8 +53,9 @@ def measure(config: SpeedConfig, video: Path, output: Path) -> dict[str, object]
     from stillmotion.engine.pipeline import animate
 
     start = time.perf_counter()
-    report = animate(sample_image(), video, output,
-                     RenderOptions(resolution=config.resolution, turbo=config.turbo))
+    report = animate(
+        sample_image(), video, output, RenderOptions(resolution=config.resolution, turbo=config.turbo)
+    )
     wall = time.perf_counter() - start
     frames = report.frames
     return {
@@ -79,8 +80,17 @@ def run(seconds: float = 12.0, configs: tuple[SpeedConfig, ...] = CONFIGS) -> li
         for config in configs:
             out = Path(work) / f"{config.name}.mp4"
             completed = subprocess.run(
-                [sys.executable, "-m", "stillmotion.bench.speed", json.dumps(asdict(config)), str(clip), str(out)],
-                check=True, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "stillmotion.bench.speed",
+                    json.dumps(asdict(config)),
+                    str(clip),
+                    str(out),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
             )
             results.append(json.loads(completed.stdout.strip().splitlines()[-1]))
     return results

@@ -16,6 +16,7 @@ from stillmotion import __version__
 _COMMANDS: dict[str, str] = {
     "animate": "stillmotion.cli.animate:animate",
     "bench": "stillmotion.cli.bench:bench",
+    "demo": "stillmotion.cli.demo:demo",
     "serve": "stillmotion.cli.serve:serve",
     "keys": "stillmotion.cli.keys:keys",
 }

@@ -31,14 +31,20 @@ def _option_for(name: str, field: FieldInfo) -> Callable[[Callable[..., Any]], C
     annotation = field.annotation
     if annotation is bool:
         if field.default:
-            return click.option(f"{flag}/--no-{flag[2:]}", name, default=True, show_default=True,
-                                help=help_text)
+            return click.option(
+                f"{flag}/--no-{flag[2:]}", name, default=True, show_default=True, help=help_text
+            )
         return click.option(flag, name, is_flag=True, default=False, help=help_text)
     if get_origin(annotation) is Literal:
-        return click.option(flag, name, type=click.Choice(get_args(annotation)), default=field.default,
-                            show_default=True, help=help_text)
-    return click.option(flag, name, type=annotation, default=field.default, show_default=True,
-                        help=help_text)
+        return click.option(
+            flag,
+            name,
+            type=click.Choice(get_args(annotation)),
+            default=field.default,
+            show_default=True,
+            help=help_text,
+        )
+    return click.option(flag, name, type=annotation, default=field.default, show_default=True, help=help_text)
 
 
 def params_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,22 +55,35 @@ def params_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-class _ProgressBar:
-    """A tqdm bar on stderr whose total may be revised as the engine learns the frame count."""
+class ProgressBar:
+    """A tqdm bar on stderr, shown from the first progress report (so an input error prints alone),
+    whose total may be revised as the engine learns the frame count."""
 
-    def __init__(self, description: str) -> None:
-        from tqdm import tqdm
+    def __init__(self, description: str, unit: str = "frame") -> None:
+        self._description = description
+        self._unit = unit
+        self._bar: Any = None
 
-        self._bar = tqdm(total=0, unit="frame", desc=description, file=sys.stderr, mininterval=0.25,
-                         dynamic_ncols=True, leave=False)
+    def __call__(self, done: float, total: float) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
 
-    def __call__(self, done: int, total: int) -> None:
+            self._bar = tqdm(
+                total=total,
+                unit=self._unit,
+                desc=self._description,
+                file=sys.stderr,
+                mininterval=0.25,
+                dynamic_ncols=True,
+                leave=False,
+            )
         if total != self._bar.total:
             self._bar.total = total
         self._bar.update(done - self._bar.n)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _check_output(output: Path) -> None:
@@ -82,7 +101,7 @@ def _render_locally(params: AnimateParams, output: Path) -> dict[str, object]:
 
     # On the user's own machine, local files and local addresses are the user's to read.
     policy = FetchPolicy(allow_local_paths=True, allow_hosts=frozenset({"0.0.0.0/0", "::/0"}))
-    bar = _ProgressBar("animating")
+    bar = ProgressBar("animating")
     try:
         with tempfile.TemporaryDirectory(prefix="stillmotion-") as work:
             report = render_request(params, output, workdir=Path(work), policy=policy, on_progress=bar)
@@ -94,15 +113,32 @@ def _render_locally(params: AnimateParams, output: Path) -> dict[str, object]:
 @click.command()
 @click.option("--image", required=True, help="The photo to animate: a local path or an http(s) URL.")
 @click.option("--video", required=True, help="The driving video: a local path or an http(s) URL.")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=True, path_type=Path),
-              help="Where to write the MP4.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=True, path_type=Path),
+    help="Where to write the MP4.",
+)
 @params_options
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object with what was rendered on stdout, instead of the path.")
-@click.option("--server", metavar="URL", default=None,
-              help="Render on a stillmotion server (e.g. http://127.0.0.1:8000) instead of locally.")
-@click.option("--api-key", envvar="STILLMOTION_API_KEY", default=None,
-              help="The server's API key (or set STILLMOTION_API_KEY).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object with what was rendered on stdout, instead of the path.",
+)
+@click.option(
+    "--server",
+    metavar="URL",
+    default=None,
+    help="Render on a stillmotion server (e.g. http://127.0.0.1:8000) instead of locally.",
+)
+@click.option(
+    "--api-key",
+    envvar="STILLMOTION_API_KEY",
+    default=None,
+    help="The server's API key (or set STILLMOTION_API_KEY).",
+)
 def animate(output: Path, as_json: bool, server: str | None, api_key: str | None, **fields: Any) -> None:
     """Animate IMAGE with the head motion, expressions and sound of VIDEO into an MP4."""
     try:

@@ -28,11 +28,21 @@ def _machine() -> dict[str, object]:
 @click.command()
 @click.option("--quality", is_flag=True, help="Measure animation quality instead of speed.")
 @click.option("--api", is_flag=True, help="Measure status-poll latency under load on a live server.")
-@click.option("--seconds", type=float, default=12.0, show_default=True,
-              help="Length of the driving clip (speed) or of the load (api).")
+@click.option(
+    "--seconds",
+    type=float,
+    default=12.0,
+    show_default=True,
+    help="Length of the driving clip (speed) or of the load (api).",
+)
 @click.option("--pollers", type=int, default=200, show_default=True, help="Concurrent pollers (--api).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the JSON here (and side-by-side images next to it with --quality).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the JSON here (and side-by-side images next to it with --quality).",
+)
 def bench(quality: bool, api: bool, seconds: float, pollers: int, output: Path | None) -> None:
     """Benchmark stillmotion on the bundled sample and print JSON."""
     results: object

@@ -17,20 +17,86 @@ N_LANDMARKS = 478
 
 #: Points that move with the skull and hardly with expression: forehead, nose bridge and tip,
 #: eye corners, temples, cheekbones. Head pose is fitted on these alone.
-RIGID = np.array([10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 263, 133, 362, 127, 356, 234, 454, 116, 345,
-                  109, 338, 67, 297])
+RIGID = np.array(
+    [
+        10,
+        151,
+        9,
+        8,
+        168,
+        6,
+        197,
+        195,
+        5,
+        4,
+        1,
+        33,
+        263,
+        133,
+        362,
+        127,
+        356,
+        234,
+        454,
+        116,
+        345,
+        109,
+        338,
+        67,
+        297,
+    ]
+)
 
 #: Face outline, clockwise from the top of the forehead.
-FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-                      377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67,
-                      109])
+FACE_OVAL = np.array(
+    [
+        10,
+        338,
+        297,
+        332,
+        284,
+        251,
+        389,
+        356,
+        454,
+        323,
+        361,
+        288,
+        397,
+        365,
+        379,
+        378,
+        400,
+        377,
+        152,
+        148,
+        176,
+        149,
+        150,
+        136,
+        172,
+        58,
+        132,
+        93,
+        234,
+        127,
+        162,
+        21,
+        54,
+        103,
+        67,
+        109,
+    ]
+)
 
 #: Inner lip contour, going round: the upper inner lip left to right, then the lower inner lip back.
-INNER_LIPS = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178,
-                       88, 95])
+INNER_LIPS = np.array(
+    [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
+)
 #: Outer lip contour, going round.
-OUTER_LIPS = np.array([61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181,
-                       91, 146])
+OUTER_LIPS = np.array(
+    [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
+)
 UPPER_INNER_LIP_MID, LOWER_INNER_LIP_MID = 13, 14
 MOUTH_LEFT, MOUTH_RIGHT = 78, 308
 
@@ -114,8 +180,10 @@ def _eye_openness(lm: np.ndarray, lids: tuple[tuple[int, int], ...], corners: tu
 
 def eye_openness(lm: np.ndarray) -> tuple[float, float]:
     """(right, left) lid gap over eye width: about 0.25 to 0.35 open, under 0.1 closed."""
-    return (_eye_openness(lm, RIGHT_EYE_LIDS, RIGHT_EYE_CORNERS),
-            _eye_openness(lm, LEFT_EYE_LIDS, LEFT_EYE_CORNERS))
+    return (
+        _eye_openness(lm, RIGHT_EYE_LIDS, RIGHT_EYE_CORNERS),
+        _eye_openness(lm, LEFT_EYE_LIDS, LEFT_EYE_CORNERS),
+    )
 
 
 def gaze(lm: np.ndarray) -> tuple[float, float]:

@@ -13,7 +13,7 @@ MAX_ASPECT = Fraction(16, 9)
 
 
 def _even(value: float) -> int:
-    return max(2, int(round(value / 2)) * 2)
+    return max(2, round(value / 2) * 2)
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -39,6 +39,6 @@ def fit_photo(photo: np.ndarray, size: tuple[int, int], window: tuple[int, int, 
     """The photo cropped to ``window`` and resized to ``size``: area averaging when shrinking (no
     aliasing), Lanczos when enlarging (sharpest)."""
     x, y, w, h = window
-    crop = photo[y:y + h, x:x + w]
+    crop = photo[y : y + h, x : x + w]
     interpolation = cv2.INTER_AREA if size[0] < w else cv2.INTER_LANCZOS4
     return np.ascontiguousarray(cv2.resize(crop, size, interpolation=interpolation))

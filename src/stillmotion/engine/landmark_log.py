@@ -21,7 +21,8 @@ class LandmarkLog:
     or by index. Stored as float32 with NaN marking a lost face; the file goes away on close."""
 
     def __init__(self, directory: Path | None = None) -> None:
-        self._file = tempfile.TemporaryFile(dir=directory, prefix="stillmotion-landmarks-")
+        # Closed by close()/__exit__; the log outlives any single block of its owner.
+        self._file = tempfile.TemporaryFile(dir=directory, prefix="stillmotion-landmarks-")  # noqa: SIM115
         self.count = 0
 
     def append(self, landmarks: np.ndarray | None) -> None:
@@ -52,6 +53,7 @@ class LandmarkLog:
     def __enter__(self) -> LandmarkLog:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

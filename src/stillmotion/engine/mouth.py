@@ -17,9 +17,9 @@ from stillmotion.engine import face_model as fm
 
 #: Cheek and forehead points whose hull samples skin, clear of eyes, brows and lips.
 _SKIN_PATCHES = (
-    np.array([116, 117, 118, 50, 205, 187, 147, 123]),   # right cheek
+    np.array([116, 117, 118, 50, 205, 187, 147, 123]),  # right cheek
     np.array([345, 346, 347, 280, 425, 411, 376, 352]),  # left cheek
-    np.array([151, 108, 69, 104, 337, 299, 333]),        # forehead
+    np.array([151, 108, 69, 104, 337, 299, 333]),  # forehead
 )
 #: Mouth opening (gap over width) over which the interior fades in once wider than the photo's.
 _OPEN_RAMP = 0.08
@@ -72,14 +72,17 @@ class MouthInterior:
         gain[0] = np.clip(self._photo_std[0] / d_std[0], *_GAIN_RANGE)
         return gain, self._photo_mean - gain * d_mean
 
-    def apply(self, frame: np.ndarray, target: np.ndarray, driving: np.ndarray,
-              driving_lm: np.ndarray) -> None:
+    def apply(
+        self, frame: np.ndarray, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray
+    ) -> None:
         """Blend the inner mouth into ``frame`` (in place) where the target mouth is open."""
         gain, offset = self._colour_transfer(driving, driving_lm)
         opening = fm.mouth_opening(target)
         # Only the share of the opening the photo does not show is new: a smiling photo keeps its
         # own teeth while its mouth opens a little more.
-        weight = min((opening - self._photo_opening) / _OPEN_RAMP, 1.0) * (1.0 - self._photo_opening / opening)
+        weight = min((opening - self._photo_opening) / _OPEN_RAMP, 1.0) * (
+            1.0 - self._photo_opening / opening
+        )
         if weight <= 0.0:
             return
         polygon = target[fm.INNER_LIPS, :2]
@@ -90,8 +93,9 @@ class MouthInterior:
         if x1 - x0 < 2 or y1 - y0 < 2:
             return
         to_roi = _affine(driving_lm[fm.INNER_LIPS, :2], polygon - [x0, y0])
-        interior = cv2.warpAffine(driving, to_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REFLECT101)
+        interior = cv2.warpAffine(
+            driving, to_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+        )
         lab = cv2.cvtColor(interior, cv2.COLOR_RGB2LAB).astype(np.float32) * gain + offset
         interior = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
         # Feather inward only, so the blend never spills onto the lips.

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from fractions import Fraction
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +108,9 @@ def _analyse_photo(path: Path, short_side: int, quality: Quality) -> _Photo:
     return _Photo(image, landmarks, rig, mesh, mouth)
 
 
-def _track(video: Path, quality: Quality, log: LandmarkLog, on_frame: Callable[[], None]) -> list[FaceFeatures | None]:
+def _track(
+    video: Path, quality: Quality, log: LandmarkLog, on_frame: Callable[[], None]
+) -> list[FaceFeatures | None]:
     """Pass 1: landmarks of every driving frame into ``log``; returns each frame's features."""
     features: list[FaceFeatures | None] = []
     pending: list[int] = []  # untracked frames (turbo) waiting for the next tracked one
@@ -168,15 +170,21 @@ class _DrivingStream:
         last = min(first + 1, self._log.count - 1)
         while self._index < last:
             self._advance()
-        (frame0, lm0), (frame1, lm1) = (self._window[0], self._window[-1]) if last > first else (
-            self._window[-1], self._window[-1])
+        (frame0, lm0), (frame1, lm1) = (
+            (self._window[0], self._window[-1]) if last > first else (self._window[-1], self._window[-1])
+        )
         t = position - first
         landmarks = (1 - t) * lm0 + t * lm1
         return (landmarks, frame1, lm1) if t >= 0.5 else (landmarks, frame0, lm0)
 
 
-def animate(photo: Path, video: Path, output: Path, options: RenderOptions,
-            on_progress: ProgressCallback | None = None) -> RenderReport:
+def animate(
+    photo: Path,
+    video: Path,
+    output: Path,
+    options: RenderOptions,
+    on_progress: ProgressCallback | None = None,
+) -> RenderReport:
     """Render ``output`` (MP4): the face in ``photo`` moving, speaking and emoting like the face in
     ``video``, with its sound when ``options.audio``.
 
@@ -194,7 +202,9 @@ def animate(photo: Path, video: Path, output: Path, options: RenderOptions,
     fps_in = float(info.fps)
     fps_out = info.fps if options.target_fps is None else Fraction(options.target_fps)
     estimate = max(info.frame_count, 1)
-    n_estimate, _ = resample_positions(estimate, fps_in, None if options.target_fps is None else float(fps_out))
+    n_estimate, _ = resample_positions(
+        estimate, fps_in, None if options.target_fps is None else float(fps_out)
+    )
     done, total = 0, estimate + n_estimate
 
     def tick() -> None:
@@ -209,19 +219,30 @@ def animate(photo: Path, video: Path, output: Path, options: RenderOptions,
         if log.count == 0:
             raise MediaError(f"{video.name}: the video has no frames")
         if all(f is None for f in features):
-            raise NoFaceError("no face found in the driving video: use a clip in which one face is "
-                              "visible, front-facing and well lit")
+            raise NoFaceError(
+                "no face found in the driving video: use a clip in which one face is "
+                "visible, front-facing and well lit"
+            )
         reference = log[choose_reference(features)]
         assert reference is not None
         n_out, positions = resample_positions(
-            log.count, fps_in, None if options.target_fps is None else float(fps_out))
+            log.count, fps_in, None if options.target_fps is None else float(fps_out)
+        )
         total = log.count + n_out
         duration = n_out / float(fps_out)
         retarget = Retargeter(subject.landmarks, reference)
         driving = _DrivingStream(video, log, reference, fps_in)
         audio_source = video if options.audio and info.has_audio else None
-        with media.VideoWriter(output, width, height, fps_out, preset=quality.preset, crf=quality.crf,
-                               audio_source=audio_source, duration=duration) as writer:
+        with media.VideoWriter(
+            output,
+            width,
+            height,
+            fps_out,
+            preset=quality.preset,
+            crf=quality.crf,
+            audio_source=audio_source,
+            duration=duration,
+        ) as writer:
             for position in positions:
                 with stages("drive"):
                     target_lm, driving_frame, driving_lm = driving.at(float(position))
@@ -233,6 +254,14 @@ def animate(photo: Path, video: Path, output: Path, options: RenderOptions,
                 with stages("encode"):
                     writer.write(frame)
                 tick()
-    return RenderReport(output=output, width=width, height=height, fps=fps_out, frames=n_out,
-                        duration=duration, has_audio=writer.has_audio, seed=options.seed,
-                        stage_seconds=stages.seconds)
+    return RenderReport(
+        output=output,
+        width=width,
+        height=height,
+        fps=fps_out,
+        frames=n_out,
+        duration=duration,
+        has_audio=writer.has_audio,
+        seed=options.seed,
+        stage_seconds=stages.seconds,
+    )

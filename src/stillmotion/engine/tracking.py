@@ -48,7 +48,7 @@ def _to_pixels(landmarks: object, width: int, height: int) -> np.ndarray:
     return pts
 
 
-def _solutions():  # noqa: ANN202 - the mediapipe module has no type information
+def _solutions():
     with quiet_native_stderr():
         import mediapipe as mp
     return mp.solutions.face_mesh
@@ -58,9 +58,12 @@ def detect_photo_face(rgb: np.ndarray) -> np.ndarray:
     """Landmarks ``(478, 3)`` of the largest face in a photo; ``NoFaceError`` when there is none."""
     face_mesh = _solutions()
     height, width = rgb.shape[:2]
-    with quiet_native_stderr(), face_mesh.FaceMesh(
-        static_image_mode=True, max_num_faces=5, refine_landmarks=True, min_detection_confidence=0.5
-    ) as model:
+    with (
+        quiet_native_stderr(),
+        face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=5, refine_landmarks=True, min_detection_confidence=0.5
+        ) as model,
+    ):
         result = model.process(np.ascontiguousarray(rgb))
     faces = [_to_pixels(f, width, height) for f in (result.multi_face_landmarks or [])]
     faces = [f for f in faces if len(f) == N_LANDMARKS]
@@ -76,8 +79,11 @@ class FaceTracker:
         face_mesh = _solutions()
         with quiet_native_stderr():
             self._model = face_mesh.FaceMesh(
-                static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-                min_detection_confidence=0.5, min_tracking_confidence=0.5,
+                static_image_mode=False,
+                max_num_faces=1,
+                refine_landmarks=True,
+                min_detection_confidence=0.5,
+                min_tracking_confidence=0.5,
             )
         self._started = False
 
@@ -100,6 +106,7 @@ class FaceTracker:
     def __enter__(self) -> FaceTracker:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

@@ -61,8 +61,11 @@ class MeshWarp:
     def forward_displacement(self, target: np.ndarray) -> np.ndarray:
         """Displacement ``(gh, gw, 2)`` of each coarse grid node when vertices move to ``target``."""
         moved = (target - self.source).astype(np.float32)[self._corners]
-        disp = (moved[:, 0] * self._weights[:, 0:1] + moved[:, 1] * self._weights[:, 1:2]
-                + moved[:, 2] * self._weights[:, 2:3])
+        disp = (
+            moved[:, 0] * self._weights[:, 0:1]
+            + moved[:, 1] * self._weights[:, 1:2]
+            + moved[:, 2] * self._weights[:, 2:3]
+        )
         return disp.reshape(*self._grid_shape, 2)
 
     def backward_map(self, target: np.ndarray) -> np.ndarray:
@@ -78,13 +81,15 @@ class MeshWarp:
         width, height = self.size
         # Resizing absolute positions is exact: they are linear in the pixel grid between nodes.
         dense = cv2.resize(nodes + back, (gw * self.step, gh * self.step), interpolation=cv2.INTER_LINEAR)
-        return dense[self.step:self.step + height, self.step:self.step + width]
+        return dense[self.step : self.step + height, self.step : self.step + width]
 
     def flipped(self, target: np.ndarray) -> int:
         """How many triangles change orientation (fold over) when vertices move to ``target``."""
+
         def signed_area(v: np.ndarray) -> np.ndarray:
             a, b, c = v[self.triangles[:, 0]], v[self.triangles[:, 1]], v[self.triangles[:, 2]]
             return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
         before, after = signed_area(self.source), signed_area(target)
         return int(((before * after) < 0).sum())
 
@@ -128,24 +133,31 @@ class HeadRig:
         margin = 0.35 * max(width, height)
         ticks_x = np.linspace(-margin, width - 1 + margin, 7)
         ticks_y = np.linspace(-margin, height - 1 + margin, 7)
-        anchors = np.array([(x, y) for x in ticks_x for y in (ticks_y[0], ticks_y[-1])]
-                           + [(x, y) for y in ticks_y[1:-1] for x in (ticks_x[0], ticks_x[-1])])
+        anchors = np.array(
+            [(x, y) for x in ticks_x for y in (ticks_y[0], ticks_y[-1])]
+            + [(x, y) for y in ticks_y[1:-1] for x in (ticks_x[0], ticks_x[-1])]
+        )
         self._rings = (head, outer)
         below_chin = head[:, 1] > photo_landmarks[fm.CHIN, 1]
         self._head_follow = np.where(below_chin, self.NECK_FOLLOW, self.HEAD_FOLLOW)[:, None]
         self._anchors = anchors
         self.source = np.concatenate([lm2, head, outer, anchors])
 
-    def _head_extent(self, centre: np.ndarray, rays: np.ndarray, radius: float, person: np.ndarray,
-                     oval: np.ndarray) -> np.ndarray:
+    def _head_extent(
+        self, centre: np.ndarray, rays: np.ndarray, radius: float, person: np.ndarray, oval: np.ndarray
+    ) -> np.ndarray:
         """Distance from the face centre to just beyond the head's silhouette, along each ray."""
         height, width = person.shape
         steps = np.linspace(0.0, self.SEARCH * radius, 96)
         points = centre + rays[:, None, :] * steps[None, :, None]  # (rays, steps, 2)
         xs = np.clip(np.round(points[..., 0]).astype(int), 0, width - 1)
         ys = np.clip(np.round(points[..., 1]).astype(int), 0, height - 1)
-        inside_frame = ((points[..., 0] >= 0) & (points[..., 0] < width)
-                        & (points[..., 1] >= 0) & (points[..., 1] < height))
+        inside_frame = (
+            (points[..., 0] >= 0)
+            & (points[..., 0] < width)
+            & (points[..., 1] >= 0)
+            & (points[..., 1] < height)
+        )
         # Outside the frame the head may go on: count it as head so the ring passes beyond the border.
         is_person = (person[ys, xs] > 0.5) | ~inside_frame
         # The first step outside the person, after the face itself, ends the head along that ray.

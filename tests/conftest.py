@@ -1,0 +1,44 @@
+"""Shared fixtures: the bundled sample media and a runner for the real ``stillmotion`` CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+# Test helpers (media_factory) live beside the tests.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from stillmotion.samples import sample_image, sample_video
+
+
+@pytest.fixture(scope="session")
+def photo() -> Path:
+    return sample_image()
+
+
+@pytest.fixture(scope="session")
+def driving() -> Path:
+    return sample_video()
+
+
+CliRun = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def cli() -> CliRun:
+    """Run ``stillmotion ARGS...`` in a fresh interpreter, as a user would, and capture its output."""
+
+    def run(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stillmotion", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run
