@@ -47,6 +47,24 @@ ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
+class FrameTrace:
+    """What the engine meant to draw in one output frame, for measuring it (``bench --quality``)."""
+
+    index: int
+    target: np.ndarray
+    """The photo's landmarks as the engine moved them, ``(478, 3)`` in output pixels."""
+    driving: np.ndarray
+    """The (smoothed, interpolated) driving landmarks they came from, in driving-frame pixels."""
+    vertices: np.ndarray
+    """Every mesh vertex's target position."""
+    photo_landmarks: np.ndarray
+    mesh: MeshWarp
+
+
+FrameObserver = Callable[[FrameTrace], None]
+
+
+@dataclass(frozen=True)
 class Quality:
     """Settings that trade speed for quality; ``turbo`` picks the faster column."""
 
@@ -184,13 +202,15 @@ def animate(
     output: Path,
     options: RenderOptions,
     on_progress: ProgressCallback | None = None,
+    observer: FrameObserver | None = None,
 ) -> RenderReport:
     """Render ``output`` (MP4): the face in ``photo`` moving, speaking and emoting like the face in
     ``video``, with its sound when ``options.audio``.
 
     ``on_progress(done, total)`` is called after every tracked and every rendered frame; an exception
-    raised from it aborts the render and no output file is left behind. Raises ``InputError``
-    subclasses for inputs that cannot be used.
+    raised from it aborts the render and no output file is left behind. ``observer``, when given,
+    receives a ``FrameTrace`` of every output frame. Raises ``InputError`` subclasses for inputs that
+    cannot be used.
     """
     stages = _Stages()
     quality = Quality.for_options(options)
@@ -243,16 +263,19 @@ def animate(
             audio_source=audio_source,
             duration=duration,
         ) as writer:
-            for position in positions:
+            for index, position in enumerate(positions):
                 with stages("drive"):
                     target_lm, driving_frame, driving_lm = driving.at(float(position))
                     target = retarget.target(target_lm)
                 with stages("warp"):
-                    frame = remap(subject.image, subject.mesh.backward_map(subject.rig.vertices(target)))
+                    vertices = subject.rig.vertices(target)
+                    frame = remap(subject.image, subject.mesh.backward_map(vertices))
                 with stages("mouth"):
                     subject.mouth.apply(frame, target, driving_frame, driving_lm)
                 with stages("encode"):
                     writer.write(frame)
+                if observer is not None:
+                    observer(FrameTrace(index, target, target_lm, vertices, subject.landmarks, subject.mesh))
                 tick()
     return RenderReport(
         output=output,
