@@ -96,6 +96,11 @@ class Retargeter:
     current frame; expression is what is left once that pose is undone. Both are carried into the
     photo's frame through the similarity that aligns the reference face with the photo's face, so the
     photo's own mesh is rotated in 3D (yaw and pitch foreshorten its relief) and then projected.
+
+    The mouth's *opening* is the exception to relative transfer: a photo that smiles with parted lips
+    would otherwise never close them. Where the photo's lips are parted wider than the reference's,
+    the jaw (lower lip, chin) is first raised by the difference, so at the reference the photo's mouth
+    is as open as the driving mouth and closes when it closes; the lips' shape stays the photo's own.
     """
 
     #: Soft limits on the head's travel, in the photo's inter-ocular distances, and on its change of
@@ -109,6 +114,7 @@ class Retargeter:
         self._to_photo = fm.fit_similarity(reference[fm.RIGID], photo[fm.RIGID])
         self._pivot = photo[fm.RIGID].mean(0)
         self._face = fm.interocular(photo)
+        self._jaw_closure = _jaw_closure(photo, fm.mouth_opening(reference))
 
     def target(self, driving: np.ndarray) -> np.ndarray:
         """The photo's landmarks ``(478, 3)`` as they should be for this driving frame."""
@@ -117,7 +123,7 @@ class Retargeter:
         # Expression: the driving face with its pose undone, less the reference face.
         expression = pose.inverse().apply(driving) - ref
         align = self._to_photo
-        photo_expr = self._photo + align.scale * expression @ align.rotation.T
+        photo_expr = self._photo + self._jaw_closure + align.scale * expression @ align.rotation.T
         # Pose change expressed in the photo's frame: conjugate the rotation by the alignment.
         rotation = align.rotation @ pose.rotation @ align.rotation.T
         shift = driving[fm.RIGID].mean(0) - ref[fm.RIGID].mean(0)
@@ -126,6 +132,31 @@ class Retargeter:
         shift = _soft_limit(shift, self.MAX_SHIFT * self._face)
         scale = float(np.exp(_soft_limit(np.log(pose.scale), np.log1p(self.MAX_SCALE_CHANGE))))
         return scale * (photo_expr - self._pivot) @ rotation.T + self._pivot + shift
+
+
+def _jaw_closure(photo: np.ndarray, reference_opening: float) -> np.ndarray:
+    """Per-landmark offsets ``(478, 3)`` raising the photo's jaw until its lips part no wider than
+    ``reference_opening`` (gap over mouth width); zeros when they already do.
+
+    Weights rise from the mouth corners' line to 1 at the lower lip and below, and fade out sideways
+    beyond the mouth's width, so the lower face moves as a jaw does and the cheeks stay put.
+    """
+    offsets = np.zeros_like(photo)
+    width = float(np.linalg.norm(photo[fm.MOUTH_LEFT, :2] - photo[fm.MOUTH_RIGHT, :2]))
+    excess = (fm.mouth_opening(photo) - reference_opening) * width
+    if excess <= 0 or width <= 0:
+        return offsets
+    down = photo[fm.CHIN, :2] - photo[fm.FOREHEAD, :2]
+    down /= np.linalg.norm(down)
+    across = np.array([-down[1], down[0]])
+    centre = (photo[fm.MOUTH_LEFT, :2] + photo[fm.MOUTH_RIGHT, :2]) / 2
+    rel = photo[:, :2] - centre
+    lower_lip = max(float(rel[fm.LOWER_INNER_LIP_MID] @ down), 1.0)
+    vertical = np.clip(rel @ down / lower_lip, 0.0, 1.0)
+    half = width / 2
+    sideways = np.clip((2.2 * half - np.abs(rel @ across)) / (1.2 * half), 0.0, 1.0)
+    offsets[:, :2] = -excess * (vertical * sideways)[:, None] * down
+    return offsets
 
 
 def _soft_limit(value: np.ndarray | float, limit: float) -> np.ndarray:

@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -40,10 +42,11 @@ from stillmotion.engine.mouth import MouthInterior
 from stillmotion.engine.options import RenderOptions, RenderReport
 from stillmotion.engine.segmentation import person_mask
 from stillmotion.engine.tracking import FaceTracker, detect_photo_face
-from stillmotion.engine.warp import HeadRig, MeshWarp, remap
+from stillmotion.engine.warp import HeadRig, MeshWarp
 from stillmotion.errors import MediaError, NoFaceError
 
 ProgressCallback = Callable[[int, int], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,12 @@ class Quality:
         return cls(grid_step=4, preset="veryfast", crf=18, track_every=1)
 
 
+def _timed(function: Callable[..., _T], *args: object) -> tuple[_T, float]:
+    """``function(*args)`` and the seconds it took (for stages run on another thread)."""
+    start = time.perf_counter()
+    return function(*args), time.perf_counter() - start
+
+
 class _Stages:
     """Wall-clock seconds per named stage."""
 
@@ -109,8 +118,7 @@ class _Photo:
     mouth: MouthInterior
 
 
-def _analyse_photo(path: Path, short_side: int, quality: Quality) -> _Photo:
-    original = media.read_image(path)
+def _analyse_photo(original: np.ndarray, short_side: int, quality: Quality) -> _Photo:
     height, width = original.shape[:2]
     size = output_size(width, height, short_side)
     window = (0, 0, width, height)
@@ -216,9 +224,7 @@ def animate(
     quality = Quality.for_options(options)
     with stages("probe"):
         info = media.probe_video(video)
-    with stages("analyse_photo"):
-        subject = _analyse_photo(photo, options.resolution, quality)
-    height, width = subject.image.shape[:2]
+        original = media.read_image(photo)
     fps_in = float(info.fps)
     fps_out = info.fps if options.target_fps is None else Fraction(options.target_fps)
     estimate = max(info.frame_count, 1)
@@ -227,15 +233,24 @@ def animate(
     )
     done, total = 0, estimate + n_estimate
 
+    # The photo is analysed on a second thread while pass 1 tracks the video: MediaPipe releases
+    # the GIL, so the two overlap on two cores. A photo error stops the tracking at the next frame.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stillmotion-photo")
+    analysis = pool.submit(_timed, _analyse_photo, original, options.resolution, quality)
+
     def tick() -> None:
         nonlocal done
         done += 1
+        if analysis.done() and analysis.exception() is not None:
+            analysis.result()  # raises the photo's error
         if on_progress is not None:
             on_progress(done, max(total, done))
 
-    with LandmarkLog() as log:
+    with pool, LandmarkLog() as log:
         with stages("track"):
             features = _track(video, quality, log, tick)
+        subject, stages.seconds["analyse_photo"] = analysis.result()
+        height, width = subject.image.shape[:2]
         if log.count == 0:
             raise MediaError(f"{video.name}: the video has no frames")
         if all(f is None for f in features):
@@ -269,7 +284,7 @@ def animate(
                     target = retarget.target(target_lm)
                 with stages("warp"):
                     vertices = subject.rig.vertices(target)
-                    frame = remap(subject.image, subject.mesh.backward_map(vertices))
+                    frame = subject.mesh.warp(subject.image, vertices)
                 with stages("mouth"):
                     subject.mouth.apply(frame, target, driving_frame, driving_lm)
                 with stages("encode"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stillmotion.engine.tracking import quiet_native_stderr
+from stillmotion.engine.native_stderr import quiet_native_stderr
 
 
 def person_mask(rgb: np.ndarray) -> np.ndarray:

@@ -7,38 +7,18 @@ video mode, which re-uses the last face's region, so one face is followed from f
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from types import TracebackType
 
 import numpy as np
 
 from stillmotion.engine.face_model import N_LANDMARKS, interocular
+from stillmotion.engine.native_stderr import quiet_native_stderr
 from stillmotion.errors import NoFaceError
 
 # MediaPipe's native code logs through glog/absl; keep the CLI's stderr for progress and errors.
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Silence file descriptor 2 while native code initialises: TFLite prints banners there that no
-    environment variable turns off. Python-level errors raised inside still propagate normally."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _to_pixels(landmarks: object, width: int, height: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy.sparse import csr_matrix
 from scipy.spatial import Delaunay
 
 from stillmotion.engine import face_model as fm
@@ -23,6 +24,8 @@ from stillmotion.engine import face_model as fm
 #: Fixed-point iterations of the inversion: the error shrinks geometrically with the field's
 #: gradient; three reach sub-pixel accuracy wherever the warp does not fold.
 _INVERSION_STEPS = 3
+#: Below this backward displacement (pixels) a grid node counts as still: its pixels are the photo's.
+_STILL = 0.02
 
 
 class MeshWarp:
@@ -47,8 +50,14 @@ class MeshWarp:
             raise ValueError("the mesh does not cover the image: anchors must lie outside the frame")
         transform = self.mesh.transform[simplex]
         bary = np.einsum("nij,nj->ni", transform[:, :2], nodes - transform[:, 2])
-        self._weights = np.concatenate([bary, 1 - bary.sum(1, keepdims=True)], 1).astype(np.float32)
-        self._corners = self.mesh.simplices[simplex]
+        weights = np.concatenate([bary, 1 - bary.sum(1, keepdims=True)], 1)
+        # Each node's displacement is the barycentric blend of its triangle's three vertices: one
+        # sparse matrix (three entries a row) turns vertex motion into grid motion per frame.
+        rows = np.repeat(np.arange(len(nodes)), 3)
+        self._blend = csr_matrix(
+            (weights.ravel().astype(np.float32), (rows, self.mesh.simplices[simplex].ravel())),
+            shape=(len(nodes), len(self.source)),
+        )
         self._nodes = nodes.reshape(gh, gw, 2).astype(np.float32)
         # Converts pixel positions to the coarse grid's own (node index) coordinates.
         self._unit = np.float32(1.0 / step)
@@ -60,28 +69,57 @@ class MeshWarp:
 
     def forward_displacement(self, target: np.ndarray) -> np.ndarray:
         """Displacement ``(gh, gw, 2)`` of each coarse grid node when vertices move to ``target``."""
-        moved = (target - self.source).astype(np.float32)[self._corners]
-        disp = (
-            moved[:, 0] * self._weights[:, 0:1]
-            + moved[:, 1] * self._weights[:, 1:2]
-            + moved[:, 2] * self._weights[:, 2:3]
-        )
-        return disp.reshape(*self._grid_shape, 2)
+        moved = (target - self.source).astype(np.float32)
+        return np.asarray(self._blend @ moved).reshape(*self._grid_shape, 2)
 
-    def backward_map(self, target: np.ndarray) -> np.ndarray:
-        """Full-resolution map ``(h, w, 2)``: for each output pixel, where to sample the photo."""
+    def backward_field(self, target: np.ndarray) -> np.ndarray:
+        """Backward displacement ``(gh, gw, 2)`` at each grid node: output node + it = photo point."""
         forward = self.forward_displacement(target)
-        nodes = self._nodes
         # Solve u(p) = -D(p + u(p)) for the backward displacement u at each output node p.
         back = -forward
         for _ in range(_INVERSION_STEPS):
-            at = (nodes + back - self._origin) * self._unit
+            at = (self._nodes + back - self._origin) * self._unit
             back = -cv2.remap(forward, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        gh, gw = self._grid_shape
-        width, height = self.size
+        return back
+
+    def _dense(self, back: np.ndarray, rows: slice, cols: slice) -> tuple[np.ndarray, slice, slice]:
+        """The full-resolution map over the grid nodes ``rows`` x ``cols``, and the image rows and
+        columns it covers (the sub-grid's outer half-blocks, where upsampling clamps, are dropped)."""
+        step = self.step
+        sub = self._nodes[rows, cols] + back[rows, cols]
         # Resizing absolute positions is exact: they are linear in the pixel grid between nodes.
-        dense = cv2.resize(nodes + back, (gw * self.step, gh * self.step), interpolation=cv2.INTER_LINEAR)
-        return dense[self.step : self.step + height, self.step : self.step + width]
+        dense = cv2.resize(sub, (sub.shape[1] * step, sub.shape[0] * step), interpolation=cv2.INTER_LINEAR)
+        width, height = self.size
+        # Pixel p of ``dense`` lies at image coordinate p + (first node - 1) * step.
+        y0, x0 = (rows.start - 1) * step, (cols.start - 1) * step
+        top, left = max(y0 + step // 2, 0), max(x0 + step // 2, 0)
+        bottom = min(y0 + dense.shape[0] - step // 2, height)
+        right = min(x0 + dense.shape[1] - step // 2, width)
+        return dense[top - y0 : bottom - y0, left - x0 : right - x0], slice(top, bottom), slice(left, right)
+
+    def backward_map(self, target: np.ndarray) -> np.ndarray:
+        """Full-resolution map ``(h, w, 2)``: for each output pixel, where to sample the photo."""
+        gh, gw = self._grid_shape
+        return self._dense(self.backward_field(target), slice(0, gh), slice(0, gw))[0]
+
+    def warp(self, photo: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The photo warped so its vertices move to ``target``. Only the region that moves is
+        resampled; every other pixel is the photo's own, so the background stays exactly still."""
+        back = self.backward_field(target)
+        moving = np.abs(back).max(-1) > _STILL
+        if not moving.any():
+            return photo.copy()
+        rows, cols = np.flatnonzero(moving.any(1)), np.flatnonzero(moving.any(0))
+        gh, gw = self._grid_shape
+        # Still nodes of margin: one to interpolate toward, one where the upsampling clamps.
+        rows = slice(max(rows[0] - 2, 0), min(rows[-1] + 3, gh))
+        cols = slice(max(cols[0] - 2, 0), min(cols[-1] + 3, gw))
+        dense, ys, xs = self._dense(back, rows, cols)
+        if dense.shape[:2] == photo.shape[:2]:  # everything moves: no copy to paste into
+            return remap(photo, dense)
+        frame = photo.copy()
+        frame[ys, xs] = remap(photo, dense)
+        return frame
 
     def flipped(self, target: np.ndarray) -> int:
         """How many triangles change orientation (fold over) when vertices move to ``target``."""
