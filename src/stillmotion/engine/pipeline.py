@@ -28,6 +28,7 @@ import numpy as np
 
 from stillmotion.engine import face_model as fm
 from stillmotion.engine import media
+from stillmotion.engine.compositing import PersonLayer
 from stillmotion.engine.framing import crop_window, fit_photo, output_size
 from stillmotion.engine.landmark_log import LandmarkLog
 from stillmotion.engine.motion import (
@@ -115,6 +116,7 @@ class _Photo:
     landmarks: np.ndarray
     rig: HeadRig
     mesh: MeshWarp
+    layer: PersonLayer
     mouth: MouthInterior
 
 
@@ -128,10 +130,12 @@ def _analyse_photo(original: np.ndarray, short_side: int, quality: Quality) -> _
     image = fit_photo(original, size, window)
     landmarks = detect_photo_face(image)
     scale = short_side / 720
-    rig = HeadRig(landmarks, size, person_mask(image))
+    person = person_mask(image)
+    rig = HeadRig(landmarks, size, person)
     mesh = MeshWarp(rig.source, size, max(2, round(quality.grid_step * scale)))
+    layer = PersonLayer(image, person, tolerance=1.5 * scale)
     mouth = MouthInterior(image, landmarks, feather=1.5 * scale)
-    return _Photo(image, landmarks, rig, mesh, mouth)
+    return _Photo(image, landmarks, rig, mesh, layer, mouth)
 
 
 def _track(
@@ -284,7 +288,7 @@ def animate(
                     target = retarget.target(target_lm)
                 with stages("warp"):
                     vertices = subject.rig.vertices(target)
-                    frame = subject.mesh.warp(subject.image, vertices)
+                    frame = subject.layer.render(subject.mesh, vertices)
                 with stages("mouth"):
                     subject.mouth.apply(frame, target, driving_frame, driving_lm)
                 with stages("encode"):

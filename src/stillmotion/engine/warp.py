@@ -14,6 +14,8 @@ and applied once at full resolution.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -26,6 +28,17 @@ from stillmotion.engine import face_model as fm
 _INVERSION_STEPS = 3
 #: Below this backward displacement (pixels) a grid node counts as still: its pixels are the photo's.
 _STILL = 0.02
+
+
+@dataclass(frozen=True)
+class MovingRegion:
+    """A backward map ``(h, w, 2)`` for the image window ``[rows, cols]``, and how far each of its
+    pixels moves (``(h, w)``, pixels, interpolated from the coarse grid)."""
+
+    map: np.ndarray
+    rows: slice
+    cols: slice
+    motion: np.ndarray
 
 
 class MeshWarp:
@@ -82,43 +95,50 @@ class MeshWarp:
             back = -cv2.remap(forward, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return back
 
-    def _dense(self, back: np.ndarray, rows: slice, cols: slice) -> tuple[np.ndarray, slice, slice]:
+    def _dense(self, back: np.ndarray, rows: slice, cols: slice) -> MovingRegion:
         """The full-resolution map over the grid nodes ``rows`` x ``cols``, and the image rows and
         columns it covers (the sub-grid's outer half-blocks, where upsampling clamps, are dropped)."""
         step = self.step
         sub = self._nodes[rows, cols] + back[rows, cols]
+        size = (sub.shape[1] * step, sub.shape[0] * step)
         # Resizing absolute positions is exact: they are linear in the pixel grid between nodes.
-        dense = cv2.resize(sub, (sub.shape[1] * step, sub.shape[0] * step), interpolation=cv2.INTER_LINEAR)
+        dense = cv2.resize(sub, size, interpolation=cv2.INTER_LINEAR)
+        motion = cv2.resize(np.abs(back[rows, cols]).sum(-1), size, interpolation=cv2.INTER_LINEAR)
         width, height = self.size
         # Pixel p of ``dense`` lies at image coordinate p + (first node - 1) * step.
         y0, x0 = (rows.start - 1) * step, (cols.start - 1) * step
         top, left = max(y0 + step // 2, 0), max(x0 + step // 2, 0)
         bottom = min(y0 + dense.shape[0] - step // 2, height)
         right = min(x0 + dense.shape[1] - step // 2, width)
-        return dense[top - y0 : bottom - y0, left - x0 : right - x0], slice(top, bottom), slice(left, right)
+        window = (slice(top - y0, bottom - y0), slice(left - x0, right - x0))
+        return MovingRegion(dense[window], slice(top, bottom), slice(left, right), motion[window])
 
     def backward_map(self, target: np.ndarray) -> np.ndarray:
         """Full-resolution map ``(h, w, 2)``: for each output pixel, where to sample the photo."""
         gh, gw = self._grid_shape
-        return self._dense(self.backward_field(target), slice(0, gh), slice(0, gw))[0]
+        return self._dense(self.backward_field(target), slice(0, gh), slice(0, gw)).map
 
-    def warp(self, photo: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """The photo warped so its vertices move to ``target``. Only the region that moves is
-        resampled; every other pixel is the photo's own, so the background stays exactly still."""
+    def moving_map(self, target: np.ndarray) -> MovingRegion | None:
+        """The backward map over just the region that moves when vertices go to ``target`` (outside
+        it the map is the identity), or ``None`` when nothing moves."""
         back = self.backward_field(target)
         moving = np.abs(back).max(-1) > _STILL
         if not moving.any():
-            return photo.copy()
+            return None
         rows, cols = np.flatnonzero(moving.any(1)), np.flatnonzero(moving.any(0))
         gh, gw = self._grid_shape
         # Still nodes of margin: one to interpolate toward, one where the upsampling clamps.
         rows = slice(max(rows[0] - 2, 0), min(rows[-1] + 3, gh))
         cols = slice(max(cols[0] - 2, 0), min(cols[-1] + 3, gw))
-        dense, ys, xs = self._dense(back, rows, cols)
-        if dense.shape[:2] == photo.shape[:2]:  # everything moves: no copy to paste into
-            return remap(photo, dense)
+        return self._dense(back, rows, cols)
+
+    def warp(self, photo: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The photo warped so its vertices move to ``target``; pixels outside the moving region are
+        the photo's own."""
         frame = photo.copy()
-        frame[ys, xs] = remap(photo, dense)
+        region = self.moving_map(target)
+        if region is not None:
+            frame[region.rows, region.cols] = remap(photo, region.map)
         return frame
 
     def flipped(self, target: np.ndarray) -> int:
@@ -141,21 +161,26 @@ def remap(photo: np.ndarray, backward: np.ndarray) -> np.ndarray:
 
 
 class HeadRig:
-    """The mesh vertices of a photo: its face landmarks, a ring around the head, an outer ring, and
-    anchors outside the frame.
+    """The mesh vertices of a photo: its face landmarks, a ring around the head, points on the body,
+    background points around them, and anchors outside the frame.
 
     The head ring is fitted to the photo's own head: along rays from the face centre it lies just
     outside the person mask (so all of the hair is inside it and moves rigidly with the head), and
-    hugs the jaw below the ears, where the neck joins the body. The head ring follows the head's
-    in-plane motion fully, but half below the chin; the outer ring, far enough out that the head ring
-    cannot overtake it, follows a quarter, so motion fades out into the background; the anchors keep
-    the border still.
+    hugs the jaw below the ears, where the neck joins the body. It follows the head's in-plane motion
+    fully, but half below the chin. Body points (a grid over the person outside the head) move
+    *rigidly*, by a damped share of the head's travel, so shoulders and torso sway with the head
+    instead of stretching toward it. Background points and the anchors outside the frame stay still:
+    whatever the mesh stretches there, the compositor replaces with the still background plate.
     """
 
     RAYS = 48
     #: How far the head silhouette is searched for, and where the outer ring lies, in face radii.
     SEARCH, OUTER_GAP = 3.0, 1.6
-    HEAD_FOLLOW, NECK_FOLLOW, OUTER_FOLLOW = 1.0, 0.5, 0.25
+    HEAD_FOLLOW, NECK_FOLLOW = 1.0, 0.5
+    #: Share of the head's travel the body takes (x, y): a sway, not a copy of the head's motion.
+    BODY_FOLLOW = np.array([0.3, 0.15])
+    #: Spacing of the body grid and its clearance from the head ring, in face radii.
+    BODY_SPACING, BODY_CLEARANCE = 0.8, 0.45
 
     def __init__(self, photo_landmarks: np.ndarray, size: tuple[int, int], person: np.ndarray):
         width, height = size
@@ -168,6 +193,8 @@ class HeadRig:
         rays = np.stack([np.cos(angles), np.sin(angles)], 1)
         head = centre + rays * self._head_extent(centre, rays, radius, person, oval)[:, None]
         outer = head + rays * (self.OUTER_GAP * radius)
+        body = _body_points(person, head, centre, radius * self.BODY_SPACING, radius * self.BODY_CLEARANCE)
+        outer = outer[~_on_person(person, outer)]
         margin = 0.35 * max(width, height)
         ticks_x = np.linspace(-margin, width - 1 + margin, 7)
         ticks_y = np.linspace(-margin, height - 1 + margin, 7)
@@ -175,11 +202,13 @@ class HeadRig:
             [(x, y) for x in ticks_x for y in (ticks_y[0], ticks_y[-1])]
             + [(x, y) for y in ticks_y[1:-1] for x in (ticks_x[0], ticks_x[-1])]
         )
-        self._rings = (head, outer)
+        self._head = head
+        self._centre = centre
         below_chin = head[:, 1] > photo_landmarks[fm.CHIN, 1]
         self._head_follow = np.where(below_chin, self.NECK_FOLLOW, self.HEAD_FOLLOW)[:, None]
-        self._anchors = anchors
-        self.source = np.concatenate([lm2, head, outer, anchors])
+        self._body = body
+        self._still = np.concatenate([outer, anchors])
+        self.source = np.concatenate([lm2, head, body, self._still])
 
     def _head_extent(
         self, centre: np.ndarray, rays: np.ndarray, radius: float, person: np.ndarray, oval: np.ndarray
@@ -214,10 +243,35 @@ class HeadRig:
         """Target positions of every mesh vertex for the given target face landmarks."""
         tgt2 = target_landmarks[:, :2]
         head_motion = fm.fit_similarity(self._oval, tgt2[fm.FACE_OVAL])
-        head, outer = self._rings
+        head = self._head
         moved_head = head + self._head_follow * (head_motion.apply(head) - head)
-        moved_outer = outer + self.OUTER_FOLLOW * (head_motion.apply(outer) - outer)
-        return np.concatenate([tgt2, moved_head, moved_outer, self._anchors])
+        travel = head_motion.apply(self._centre[None])[0] - self._centre
+        moved_body = self._body + self.BODY_FOLLOW * travel
+        return np.concatenate([tgt2, moved_head, moved_body, self._still])
+
+
+def _on_person(person: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Whether each point lies on the person (points outside the frame do not)."""
+    height, width = person.shape
+    xs, ys = np.round(points[:, 0]).astype(int), np.round(points[:, 1]).astype(int)
+    inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+    hit = np.zeros(len(points), bool)
+    hit[inside] = person[ys[inside], xs[inside]] > 0.5
+    return hit
+
+
+def _body_points(
+    person: np.ndarray, head: np.ndarray, centre: np.ndarray, spacing: float, clearance: float
+) -> np.ndarray:
+    """A grid of points on the person, at least ``clearance`` outside the head ring."""
+    height, width = person.shape
+    xs = np.arange(spacing / 2, width, spacing)
+    ys = np.arange(spacing / 2, height, spacing)
+    grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    grid = grid[_on_person(person, grid)]
+    ring = head.astype(np.float32).reshape(-1, 1, 2)
+    keep = [cv2.pointPolygonTest(ring, (float(x), float(y)), True) < -clearance for x, y in grid]
+    return grid[np.array(keep, bool)] if len(grid) else grid.reshape(0, 2)
 
 
 def _reach(offsets: np.ndarray, ray: np.ndarray) -> float:
