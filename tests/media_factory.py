@@ -264,6 +264,8 @@ def _encode(
             if index == 0:
                 video.width, video.height = frame.width, frame.height
             frame.pts = first_pts + index
+            # Decoded frames carry their source's time base, against which PyAV would rescale pts.
+            frame.time_base = video.codec_context.time_base
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if audio_stream is not None and audio is not None:
@@ -310,3 +312,19 @@ def _damage(src: Path, out: Path, kind: str, numbers: set[int]) -> None:
 
 def _format_of(path: Path) -> str:
     return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".avi": "avi"}.get(Path(path).suffix, "mp4")
+
+
+def bogus_duration_video(src: Path, out: Path) -> Path:
+    """A copy of ``src`` whose stream claims to last about one frame (pts rescaled to almost nothing
+    against a finer time base), as some muxers write: its average rate is absurd."""
+    fps = _rate_of(src)
+    with av.open(str(out), "w") as container:
+        video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        video.codec_context.time_base = 1 / fps
+        for index, frame in enumerate(_decoded_frames(src)):
+            if index == 0:
+                video.width, video.height = frame.width, frame.height
+            frame.pts = index  # in the source's 1/30000 time base: rescaled to ~0 by the muxer
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+    return Path(out)

@@ -22,6 +22,7 @@ from stillmotion.samples import sample_image, sample_video
 
 from media_factory import (
     audio_only,
+    bogus_duration_video,
     click_onsets,
     corrupt_file,
     empty_video,
@@ -252,6 +253,15 @@ def test_probe_keeps_exact_rate_and_estimates_missing_count(
     info = probe_video(video_with_fps(sample_video(), media_dir / f"rate{fps.numerator}{suffix}", fps))
     assert (info.fps, info.frame_count) == (fps, 120)
     assert info.duration == pytest.approx(float(120 / fps))
+
+
+def test_a_stream_with_a_bogus_duration_keeps_its_nominal_rate(media_dir: Path) -> None:
+    bogus = bogus_duration_video(sample_video(), media_dir / "bogus.mp4")
+    with av.open(str(bogus)) as container:  # the file really does claim an absurd average rate
+        assert container.streams.video[0].average_rate > 1000
+    info = probe_video(bogus)
+    assert info.fps == Fraction(30000, 1001) and info.frame_count == 120
+    assert info.duration == pytest.approx(120 * 1001 / 30000)
 
 
 def test_probe_and_frames_of_a_rotated_phone_video(media_dir: Path) -> None:

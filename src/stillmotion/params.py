@@ -6,7 +6,7 @@ stillmotion re-creates (``shared/seed``), so a payload written for that API vali
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -78,9 +78,25 @@ class AnimateParams(BaseModel):
         )
 
 
-def describe_validation_error(error: ValidationError) -> str:
+_TYPE_WORDS = {
+    "bool_type": "must be a boolean (true or false)",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "string_type": "must be a string",
+}
+
+
+def _choices(model: type[BaseModel], field: str) -> str | None:
+    info = model.model_fields.get(field)
+    if info is None or get_origin(info.annotation) is not Literal:
+        return None
+    return ", ".join(repr(choice) for choice in get_args(info.annotation))
+
+
+def describe_validation_error(error: ValidationError, model: type[BaseModel] = AnimateParams) -> str:
     """One sentence per problem, naming the field and what is allowed, e.g.
-    ``resolution: must be one of '720p', '1080p' (got '4k')``. Shared by the API's 400s and the CLI."""
+    ``resolution: must be one of '720p', '1080p' (got '4k')``. Shared by the API's 400s, the CLI and
+    the SDK, so all three say the same thing; ``model`` is the model that was validated."""
     problems = []
     for item in error.errors(include_url=False):
         field = ".".join(str(part) for part in item["loc"]) or "body"
@@ -88,17 +104,15 @@ def describe_validation_error(error: ValidationError) -> str:
         if kind == "missing":
             problems.append(f"{field}: is required")
         elif kind == "extra_forbidden":
-            allowed = ", ".join(AnimateParams.model_fields)
+            allowed = ", ".join(model.model_fields)
             problems.append(f"{field}: is not a known field (allowed: {allowed})")
         elif kind == "literal_error":
-            choices = item.get("ctx", {}).get("expected", "")
+            choices = _choices(model, field) or item.get("ctx", {}).get("expected", "")
             problems.append(f"{field}: must be one of {choices} (got {got!r})")
-        elif kind in {"greater_than_equal", "less_than_equal"}:
-            problems.append(
-                f"{field}: must be an integer from {SEED_MIN} to {SEED_MAX} (got {got!r})"
-                if field == "seed"
-                else f"{field}: {item['msg'].lower()} (got {got!r})"
-            )
+        elif kind in {"greater_than_equal", "less_than_equal"} and field == "seed":
+            problems.append(f"{field}: must be an integer from {SEED_MIN} to {SEED_MAX} (got {got!r})")
+        elif kind in _TYPE_WORDS:
+            problems.append(f"{field}: {_TYPE_WORDS[kind]} (got {got!r})")
         else:
             problems.append(f"{field}: {item['msg'].lower()} (got {got!r})")
     return "; ".join(problems)

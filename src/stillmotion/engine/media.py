@@ -393,8 +393,15 @@ def _video_stream(container: av.container.InputContainer, name: str) -> av.Video
 
 
 def _frame_rate(stream: av.VideoStream, name: str) -> Fraction:
-    """Frames over duration as the stream states it: exact, and what keeps the audio in sync."""
-    rate = stream.average_rate or stream.guessed_rate
+    """Frames over duration as the stream states it: exact, and what keeps the audio in sync.
+
+    A stream whose stated duration is wrong gives an average rate far from its nominal rate (seen:
+    a 90-frame clip claiming one frame's duration, "2700000/1001 fps"); then the nominal rate wins.
+    """
+    average, nominal = stream.average_rate, stream.guessed_rate
+    rate = average or nominal
+    if average and nominal and not 0.5 <= average / nominal <= 2.0:
+        rate = nominal
     if not rate or rate <= 0:
         raise MediaError(f"{name}: the video does not say its frame rate")
     return Fraction(rate)

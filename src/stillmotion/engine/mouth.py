@@ -1,11 +1,20 @@
 """The inner mouth the photo does not show.
 
-When the target mouth opens wider than the photo's, warping alone only stretches the lips' inner
-edge. The driving frame does show an inner mouth (teeth, tongue, the dark of the oral cavity): it is
-mapped onto the target inner-lip polygon by the affine map between the two inner-lip contours, its
-colours carried from the driving face's skin tone to the photo's (Reinhard et al., "Color Transfer
-between Images", IEEE CG&A 2001, in OpenCV's 8-bit Lab), and blended in with a feathered mask — as
-Averbuch-Elor et al. (2017) transfer the driving mouth interior.
+When the target mouth opens wider than the photo's, warping alone would stretch whatever the photo
+shows between its lips (teeth of a smile, or just the lips' inner edge) into a tall smear. Instead,
+in the mouth's own frame (the axis through its corners), every column of the opening is split in
+three, as a real mouth is:
+
+* the photo's upper inner mouth (upper teeth), attached to the target upper lip at its own height;
+* the photo's lower inner mouth (lower teeth), attached to the target lower lip;
+* between them, the newly opened cavity: the driving frame's inner mouth (tongue, teeth, shading),
+  mapped by the affine between the two inner-lip contours and re-coloured in Lab, lightness rescaled
+  to the photo's own mouth and hue taken from the photo's lips (Reinhard et al., "Color Transfer
+  between Images", IEEE CG&A 2001), so it matches the face rather than the driving video's lighting.
+
+A photo with closed lips has no teeth strips: the cavity then fills the whole opening. This follows
+the transfer of the driving mouth interior in Averbuch-Elor et al., "Bringing Portraits to Life"
+(SIGGRAPH Asia 2017), with the photo's own teeth kept where it shows them.
 """
 
 from __future__ import annotations
@@ -15,29 +24,52 @@ import numpy as np
 
 from stillmotion.engine import face_model as fm
 
-#: Cheek and forehead points whose hull samples skin, clear of eyes, brows and lips.
-_SKIN_PATCHES = (
-    np.array([116, 117, 118, 50, 205, 187, 147, 123]),  # right cheek
-    np.array([345, 346, 347, 280, 425, 411, 376, 352]),  # left cheek
-    np.array([151, 108, 69, 104, 337, 299, 333]),  # forehead
-)
-#: Mouth opening (gap over width) over which the interior fades in once wider than the photo's.
-_OPEN_RAMP = 0.08
-#: Bounds of the lightness gain: low-contrast driving skin must not blow up the interior's contrast.
-_GAIN_RANGE = (0.6, 1.6)
-#: EMA weight of the newest frame in the driving skin statistics (steadies the colour transfer).
-_STATS_MOMENTUM = 0.15
+#: Inner lip contours from corner to corner, as the mouth frame's columns are sampled along them.
+_UPPER = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308])
+_LOWER = np.array([78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308])
+#: How much more saturated than the lips the cavity is (its dark reds are deeper than lip skin).
+_CHROMA_GAIN = 1.8
+#: Lightness range (8-bit Lab) the driving cavity is mapped into: dark, as a mouth interior is,
+#: but with room for teeth and tongue highlights.
+_CAVITY_L = (18.0, 150.0)
+#: Openings (target gap minus photo gap, pixels at 720p) below which nothing is drawn.
+_MIN_GAP = 1.0
 
 
-def skin_stats(rgb: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of the face's skin in Lab, from cheek and forehead patches."""
-    mask = np.zeros(rgb.shape[:2], np.uint8)
-    for patch in _SKIN_PATCHES:
-        cv2.fillConvexPoly(mask, cv2.convexHull(lm[patch, :2].astype(np.int32)), 255)
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[mask > 0].astype(np.float32)
-    if len(lab) < 16:
-        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
-    return lab.mean(0), np.maximum(lab.std(0), 1.0)
+class _MouthFrame:
+    """Coordinates along a mouth (``s``: 0 at one corner, 1 at the other) and across it (``y``,
+    pixels toward the chin), with the inner lips as functions of ``s``."""
+
+    def __init__(self, lm: np.ndarray):
+        left, right = lm[fm.MOUTH_LEFT, :2], lm[fm.MOUTH_RIGHT, :2]
+        axis = right - left
+        self.width = max(float(np.linalg.norm(axis)), 1e-6)
+        self.along = axis / self.width
+        self.down = np.array([-self.along[1], self.along[0]])
+        if self.down @ (lm[fm.CHIN, :2] - left) < 0:
+            self.down = -self.down
+        self.origin = left
+        self._upper = self._curve(lm[_UPPER, :2])
+        self._lower = self._curve(lm[_LOWER, :2])
+
+    def _curve(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rel = points - self.origin
+        s, y = rel @ self.along / self.width, rel @ self.down
+        order = np.argsort(s)
+        return s[order], y[order]
+
+    def upper(self, s: np.ndarray) -> np.ndarray:
+        return np.interp(s, *self._upper)
+
+    def lower(self, s: np.ndarray) -> np.ndarray:
+        return np.interp(s, *self._lower)
+
+    def coordinates(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rel = points - self.origin
+        return rel @ self.along / self.width, rel @ self.down
+
+    def point(self, s: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self.origin + (s * self.width)[..., None] * self.along + y[..., None] * self.down
 
 
 def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -48,43 +80,24 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 class MouthInterior:
-    """Fills the target mouth opening with the driving frame's inner mouth, colour-matched."""
+    """Draws the inner mouth wherever the target opens wider than the photo."""
 
     def __init__(self, photo: np.ndarray, photo_landmarks: np.ndarray, feather: float):
-        self._photo_opening = fm.mouth_opening(photo_landmarks)
-        self._photo_mean, self._photo_std = skin_stats(photo, photo_landmarks)
+        self._photo = photo
+        self._frame = _MouthFrame(photo_landmarks)
         self._feather = feather
-        self._driving_stats: tuple[np.ndarray, np.ndarray] | None = None
-
-    def _colour_transfer(self, driving: np.ndarray, driving_lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel gain and offset taking the driving skin's Lab statistics to the photo's."""
-        mean, std = skin_stats(driving, driving_lm)
-        if self._driving_stats is None:
-            self._driving_stats = (mean, std)
-        else:
-            m0, s0 = self._driving_stats
-            k = _STATS_MOMENTUM
-            self._driving_stats = ((1 - k) * m0 + k * mean, (1 - k) * s0 + k * std)
-        d_mean, d_std = self._driving_stats
-        # Lightness is matched in mean and contrast; chroma only shifted, since scaling the small
-        # chroma spread of skin would turn the mouth's reds into purples.
-        gain = np.ones(3, np.float32)
-        gain[0] = np.clip(self._photo_std[0] / d_std[0], *_GAIN_RANGE)
-        return gain, self._photo_mean - gain * d_mean
+        self._min_gap = _MIN_GAP * feather / 1.5
+        lab = cv2.cvtColor(photo, cv2.COLOR_RGB2LAB).astype(np.float32)
+        # Midway between the outer and inner contours lies the lips' own red, clear of skin and teeth.
+        body = (photo_landmarks[fm.OUTER_LIPS, :2] + photo_landmarks[fm.INNER_LIPS, :2]) / 2
+        xs = np.clip(np.round(body[:, 0]).astype(int), 0, photo.shape[1] - 1)
+        ys = np.clip(np.round(body[:, 1]).astype(int), 0, photo.shape[0] - 1)
+        self._lip_chroma = np.median(lab[ys, xs, 1:], axis=0)
 
     def apply(
         self, frame: np.ndarray, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray
     ) -> None:
-        """Blend the inner mouth into ``frame`` (in place) where the target mouth is open."""
-        gain, offset = self._colour_transfer(driving, driving_lm)
-        opening = fm.mouth_opening(target)
-        # Only the share of the opening the photo does not show is new: a smiling photo keeps its
-        # own teeth while its mouth opens a little more.
-        weight = min((opening - self._photo_opening) / _OPEN_RAMP, 1.0) * (
-            1.0 - self._photo_opening / opening
-        )
-        if weight <= 0.0:
-            return
+        """Draw the inner mouth into ``frame`` (in place) where the target opens wider than the photo."""
         polygon = target[fm.INNER_LIPS, :2]
         pad = int(np.ceil(2 * self._feather)) + 2
         height, width = frame.shape[:2]
@@ -92,17 +105,55 @@ class MouthInterior:
         x1, y1 = np.minimum(np.ceil(polygon.max(0)).astype(int) + pad, [width, height])
         if x1 - x0 < 2 or y1 - y0 < 2:
             return
-        to_roi = _affine(driving_lm[fm.INNER_LIPS, :2], polygon - [x0, y0])
-        interior = cv2.warpAffine(
-            driving, to_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
-        )
-        lab = cv2.cvtColor(interior, cv2.COLOR_RGB2LAB).astype(np.float32) * gain + offset
-        interior = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+        mouth = _MouthFrame(target)
+        grid = np.stack(np.meshgrid(np.arange(x0, x1), np.arange(y0, y1)), -1).astype(np.float64)
+        s, y = mouth.coordinates(grid)
+        s = np.clip(s, 0.0, 1.0)
+        top, bottom = mouth.upper(s), mouth.lower(s)
+        photo_top, photo_bottom = self._frame.upper(s), self._frame.lower(s)
+        # Lengths along the mouth scale with its width; heights are kept in photo pixels.
+        scale = self._frame.width / mouth.width
+        strip = np.maximum(photo_bottom - photo_top, 0.0) / 2
+        gap = (bottom - top) * scale - 2 * strip
+        if gap.max() < self._min_gap:
+            return  # no wider than the photo: the warp alone shows the photo's own mouth
+        from_top = (y - top) * scale
+        from_bottom = (bottom - y) * scale
+        in_upper = from_top < strip
+        in_lower = ~in_upper & (from_bottom < strip)
+        source_y = np.where(in_upper, photo_top + from_top, photo_bottom - from_bottom)
+        source = self._frame.point(s, source_y).astype(np.float32)
+        teeth = cv2.remap(self._photo, source, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        cavity = self._cavity(driving, driving_lm, polygon - [x0, y0], (x1 - x0, y1 - y0))
+        inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(inside, [np.round(polygon - [x0, y0]).astype(np.int32)], 255)
+        # The cavity fades in over the first pixels of new opening, so a mouth that just parts
+        # does not flash dark; strips and cavity meet with a soft edge.
+        cavity_alpha = np.clip(gap / (4 * self._min_gap), 0.0, 1.0) * ~(in_upper | in_lower)
+        cavity_alpha = cv2.GaussianBlur(cavity_alpha.astype(np.float32), (0, 0), self._feather / 2)
+        interior = teeth.astype(np.float32) * (1 - cavity_alpha[..., None]) + cavity * cavity_alpha[..., None]
         # Feather inward only, so the blend never spills onto the lips.
-        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillPoly(mask, [np.round(polygon - [x0, y0]).astype(np.int32)], 255)
-        inner = cv2.erode(mask, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather / 2)))
-        alpha = cv2.GaussianBlur(inner, (0, 0), self._feather).astype(np.float32) * (weight / 255.0)
-        alpha = np.minimum(alpha, mask.astype(np.float32) / 255.0)[..., None]
+        shrunk = cv2.erode(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather / 2)))
+        alpha = cv2.GaussianBlur(shrunk, (0, 0), self._feather).astype(np.float32) / 255.0
+        alpha = np.minimum(alpha, inside.astype(np.float32) / 255.0)[..., None]
         roi = frame[y0:y1, x0:x1]
-        roi[:] = (roi * (1 - alpha) + interior * alpha + 0.5).astype(np.uint8)
+        roi[:] = np.clip(roi * (1 - alpha) + interior * alpha + 0.5, 0, 255).astype(np.uint8)
+
+    def _cavity(
+        self, driving: np.ndarray, driving_lm: np.ndarray, polygon: np.ndarray, size: tuple[int, int]
+    ) -> np.ndarray:
+        """The driving inner mouth mapped onto ``polygon`` (ROI coordinates), in the photo's colours."""
+        to_roi = _affine(driving_lm[fm.INNER_LIPS, :2], polygon)
+        warped = cv2.warpAffine(
+            driving, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+        )
+        lab = cv2.cvtColor(warped, cv2.COLOR_RGB2LAB).astype(np.float32)
+        lightness = lab[..., 0]
+        low, high = np.percentile(lightness, (5, 95))
+        span = max(float(high - low), 1.0)
+        lab[..., 0] = _CAVITY_L[0] + (lightness - low) / span * (_CAVITY_L[1] - _CAVITY_L[0])
+        # Hue from the photo's lips, deepened; only the brightest tones (teeth) fade toward white.
+        level = (lab[..., 0] - _CAVITY_L[0]) / (_CAVITY_L[1] - _CAVITY_L[0])
+        shade = _CHROMA_GAIN * np.clip((1.0 - level) / 0.3, 0.15, 1.0)
+        lab[..., 1:] = 128.0 + (self._lip_chroma - 128.0) * shade[..., None]
+        return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
