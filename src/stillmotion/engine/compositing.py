@@ -56,9 +56,12 @@ class PersonLayer:
         region = mesh.moving_map(vertices)
         if region is None:
             return frame
-        warped = remap(self._photo, region.map)
-        alpha = remap(self._mask, region.map).astype(np.float32) * (1 / 255)
-        alpha = np.maximum(alpha, 1.0 - np.minimum(region.motion * (1 / self._tolerance), 1.0))
+        maps = region.fixed_point()
+        warped = remap(self._photo, maps)
+        # 255 where the pixel moves by nothing, 0 from ``tolerance`` on: saturating uint8 arithmetic.
+        moved = cv2.convertScaleAbs(region.motion, alpha=255.0 / self._tolerance)
+        alpha = cv2.max(remap(self._mask, maps), cv2.bitwise_not(moved)).astype(np.float32)
         plate = self._plate[region.rows, region.cols]
-        frame[region.rows, region.cols] = cv2.blendLinear(warped, plate, alpha, 1.0 - alpha)
+        # blendLinear divides by the weights' sum, so 0..255 weights need no scaling.
+        frame[region.rows, region.cols] = cv2.blendLinear(warped, plate, alpha, 255.0 - alpha)
         return frame

@@ -350,6 +350,14 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
     Every frame has the first frame's displayed size. A packet the decoder rejects is skipped; a file
     that breaks off mid-way ends the stream after the last good frame.
     """
+    for _, frame in iter_timed_frames(path):
+        yield frame
+
+
+def iter_timed_frames(path: Path, start: float = 0.0) -> Iterator[tuple[float | None, np.ndarray]]:
+    """``iter_frames`` with each frame's presentation time in seconds (``None`` where the stream has
+    no timestamps), from the first frame at or after ``start``: the decoder seeks to the keyframe
+    before it, so the frames from there are exactly those a decode from the beginning gives."""
     path = Path(path)
     _checked_size(path, limits.MAX_VIDEO_BYTES)
     yielded = False
@@ -357,14 +365,18 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
         with _open_video(path) as container:
             stream = _video_stream(container, path.name)
             stream.thread_type = "AUTO"  # FFmpeg frame + slice threading: decoding keeps up with 4K
+            if start > 0 and stream.time_base:
+                container.seek(int(start / stream.time_base), stream=stream, backward=True)
             shape: tuple[int, int, int] | None = None
             for frame in _decoded(container, stream, path.name):
+                if start > 0 and (frame.time is None or frame.time < start):
+                    continue
                 shape = shape or (frame.width, frame.height, _quarter_turns(frame))
-                yield _to_rgb(frame, *shape)
+                yield frame.time, _to_rgb(frame, *shape)
                 yielded = True
     except av.FFmpegError as exc:
         raise _unreadable(path.name) from exc
-    if not yielded:
+    if not yielded and start == 0:
         raise MediaError(f"{path.name}: the video has no frames")
 
 
