@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from stillmotion.samples import sample_image, sample_video
+
+from cli_support import CliRun
 
 
 @pytest.fixture(scope="session")
@@ -23,9 +24,6 @@ def photo() -> Path:
 @pytest.fixture(scope="session")
 def driving() -> Path:
     return sample_video()
-
-
-CliRun = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,6 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import CliRun
 from stillmotion import samples
 from stillmotion.client import (
     APIError,
@@ -35,6 +34,8 @@ from stillmotion.client import (
 from stillmotion.errors import StillmotionError
 from stillmotion.inputs import sniff
 from stillmotion.params import AnimateParams
+
+from cli_support import CliRun
 
 #: The ``stillmotion`` command of the interpreter running the tests (as conftest's ``cli`` runs it).
 STILLMOTION = [sys.executable, "-m", "stillmotion"]

@@ -110,6 +110,14 @@ RIGHT_IRIS, LEFT_IRIS = 468, 473  # iris centres; the 4 points after each are on
 
 FOREHEAD, CHIN, RIGHT_TEMPLE, LEFT_TEMPLE = 10, 152, 234, 454
 
+#: Eye contours (lids and corners), going round each eye.
+RIGHT_EYE = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246])
+LEFT_EYE = np.array([263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466])
+IRISES = np.arange(468, 478)
+#: Points whose fast motion carries meaning (blinks, gaze shifts, lip closures last a few frames):
+#: smoothing must not lag on them as it may on the skull.
+EXPRESSIVE = np.unique(np.concatenate([RIGHT_EYE, LEFT_EYE, IRISES, INNER_LIPS, OUTER_LIPS]))
+
 
 @dataclass(frozen=True)
 class Similarity:

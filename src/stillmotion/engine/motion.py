@@ -23,10 +23,13 @@ class OneEuroFilter:
     """Adaptive low-pass filter for noisy signals: steady when still, responsive when moving.
 
     Casiez, Roussel and Vogel, "1€ Filter: A Simple Speed-based Low-pass Filter for Noisy Input in
-    Interactive Systems", CHI 2012. Vectorised: filters an array of any shape element-wise.
+    Interactive Systems", CHI 2012. Vectorised: filters an array of any shape element-wise, and
+    ``min_cutoff`` may be an array broadcasting against it (a cut-off per element).
     """
 
-    def __init__(self, rate: float, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0):
+    def __init__(
+        self, rate: float, min_cutoff: float | np.ndarray = 1.0, beta: float = 0.0, d_cutoff: float = 1.0
+    ):
         self._rate = rate
         self._min_cutoff = min_cutoff
         self._beta = beta
@@ -105,7 +108,7 @@ class Retargeter:
 
     #: Soft limits on the head's travel, in the photo's inter-ocular distances, and on its change of
     #: scale: a handheld driving camera's drift must not walk the head out of the photo's composition.
-    MAX_SHIFT = 0.6
+    MAX_SHIFT = 1.0
     MAX_SCALE_CHANGE = 0.15
 
     def __init__(self, photo: np.ndarray, reference: np.ndarray):

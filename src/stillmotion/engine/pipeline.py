@@ -117,6 +117,8 @@ class _Stages:
                 self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
 
 
+#: One Euro minimum cut-offs (Hz) of the driving landmarks: skull points, and expressive points.
+_POSE_CUTOFF_HZ, _EXPRESSION_CUTOFF_HZ = 1.5, 5.0
 #: Clips shorter than this are tracked on one thread: two trackers' start-up would outweigh the gain.
 _PARALLEL_TRACKING_SECONDS = 3.0
 #: Frames rendered on worker threads at once: the two cores' worth, plus one queued for each so
@@ -256,7 +258,11 @@ class _DrivingStream:
         self._bridge = LostFaceBridge(reference, hold=round(0.5 * fps), ease=round(0.5 * fps))
         # Filter in face units (inter-ocular distance), so the same constants suit any video size.
         self._unit = fm.interocular(reference)
-        self._filter = OneEuroFilter(rate=fps, min_cutoff=1.5, beta=8.0, d_cutoff=1.0)
+        # Steady skull (pose jitter is what viewers notice), quick lids, irises and lips (a blink
+        # lasts 3 to 5 frames and a heavier filter erases it).
+        cutoff = np.full((fm.N_LANDMARKS, 1), _POSE_CUTOFF_HZ)
+        cutoff[fm.EXPRESSIVE] = _EXPRESSION_CUTOFF_HZ
+        self._filter = OneEuroFilter(rate=fps, min_cutoff=cutoff, beta=8.0, d_cutoff=1.0)
         self._index = -1
         self._window: list[tuple[np.ndarray, np.ndarray]] = []  # (frame, landmarks) for index, index+1
 
