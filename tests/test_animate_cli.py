@@ -215,3 +215,49 @@ def test_an_unknown_choice_names_the_allowed_values(cli, photo, driving, tmp_pat
     )
     assert result.returncode == 2
     assert "'720p'" in result.stderr and "'1080p'" in result.stderr
+
+
+def test_a_23_976_driving_rate_is_kept_exactly(cli, photo, driving, tmp_path):
+    from media_factory import video_with_fps
+
+    film = video_with_fps(driving, tmp_path / "film.mp4", Fraction(24000, 1001))
+    out = tmp_path / "out.mp4"
+    report = animate(cli, photo, film, out, "--turbo")
+    assert report["fps"] == "24000/1001" and probe(out).rate == Fraction(24000, 1001)
+    assert probe(out).frames == 120
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A real HTTP server on loopback serving ``tmp_path``."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_inputs_may_be_http_urls(cli, photo, driving, http_folder):
+    folder, base = http_folder
+    (folder / "photo.png").write_bytes(photo.read_bytes())
+    (folder / "driving.mp4").write_bytes(driving.read_bytes())
+    out = folder / "out.mp4"
+    report = animate(cli, f"{base}/photo.png", f"{base}/driving.mp4", out, "--turbo")
+    assert report["frames"] == 120 and probe(out).frames == 120
+    missing = cli(
+        "animate",
+        "--image",
+        f"{base}/nope.png",
+        "--video",
+        f"{base}/driving.mp4",
+        "--output",
+        folder / "x.mp4",
+        "--disable-safety-checker",
+    )
+    assert missing.returncode == 2 and "404" in missing.stderr and not (folder / "x.mp4").exists()
