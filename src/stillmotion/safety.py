@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from stillmotion.engine.native_stderr import quiet_native_stderr
 from stillmotion.errors import MediaError, SafetyBlocked, StillmotionError
 
 if TYPE_CHECKING:  # onnxruntime loads on the first check, not when this module is imported
@@ -116,7 +117,8 @@ def _blob(path: Path) -> np.ndarray:
     """The photo as the model's 1×3×320×320 float input, exactly as ``NudeDetector.detect`` builds it."""
     import cv2  # the engine's OpenCV; imported here so importing this module stays cheap
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied, alpha dropped
+    with quiet_native_stderr():  # libpng warns on stderr about harmless colour-profile quirks
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied, alpha dropped
     if image is None:
         raise MediaError(f"image: {path.name} cannot be decoded as an image")
     height, width = image.shape[:2]

@@ -29,6 +29,7 @@ import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
 from stillmotion import limits
+from stillmotion.engine.native_stderr import quiet_native_stderr
 from stillmotion.errors import LimitError, MediaError
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,8 @@ def read_image(path: Path) -> np.ndarray:
         raise MediaError(f"{path.name}: not an image we can read (allowed: {IMAGE_FORMATS})")
     _check_pixels(path.name, header.width, header.height, limits.MAX_IMAGE_PIXELS)
     # IMREAD_UNCHANGED keeps alpha and 16 bits; it ignores EXIF, which _apply_orientation then applies.
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    with quiet_native_stderr():  # libpng warns on stderr about harmless colour-profile quirks
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise MediaError(f"{path.name}: the image is corrupt or truncated (allowed: {IMAGE_FORMATS})")
     rgb = _apply_orientation(_to_rgb8(decoded, path.name), header.orientation)
