@@ -207,9 +207,32 @@ def _track(
             if not boundary.done():
                 boundary.set_result(None)
         later_features = later.result()
+        before, after = _last_face(log), _first_face(second_log)
+        if before is not None and after is not None and not _same_face(before, after):
+            # The fresh tracker of the second half found someone else: follow the first half's face.
+            split = boundary.result()
+            assert split is not None  # the second half has a face, so it yielded frames
+            second_log.count = 0
+            later_features = _track_span(
+                media.iter_timed_frames(video, start=split), quality, second_log, lambda: None, follow=before
+            )
         for landmarks in second_log:
             log.append(landmarks)
     return features + later_features
+
+
+def _last_face(log: LandmarkLog) -> np.ndarray | None:
+    return next((lm for lm in (log[i] for i in range(log.count - 1, -1, -1)) if lm is not None), None)
+
+
+def _first_face(log: LandmarkLog) -> np.ndarray | None:
+    return next((lm for lm in log if lm is not None), None)
+
+
+def _same_face(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether two sightings are plausibly one face: centres within a face width of each other."""
+    distance = float(np.linalg.norm(before[:, :2].mean(0) - after[:, :2].mean(0)))
+    return distance < 2.0 * fm.interocular(before)
 
 
 def _track_span(
@@ -217,12 +240,14 @@ def _track_span(
     quality: Quality,
     log: LandmarkLog,
     on_frame: Callable[[], None],
+    follow: np.ndarray | None = None,
 ) -> list[FaceFeatures | None]:
-    """Track consecutive frames with one FaceMesh, appending to ``log``."""
+    """Track consecutive frames with one FaceMesh, appending to ``log``; ``follow`` is the face to
+    keep following, when an earlier span found one."""
     features: list[FaceFeatures | None] = []
     pending: list[int] = []  # untracked frames (turbo) waiting for the next tracked one
     previous: np.ndarray | None = None
-    with FaceTracker() as tracker:
+    with FaceTracker(follow) as tracker:
         for index, (_, frame) in enumerate(frames):
             if index % quality.track_every and index > 0:
                 pending.append(log.count)

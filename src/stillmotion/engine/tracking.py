@@ -34,8 +34,31 @@ def _solutions():
     return mp.solutions.face_mesh
 
 
+def _nearest(faces: list[np.ndarray], last: np.ndarray) -> np.ndarray:
+    """The face whose centre is nearest ``last``'s, in units of ``last``'s inter-ocular distance."""
+    centre, size = last[:, :2].mean(0), max(interocular(last), 1.0)
+    return min(faces, key=lambda face: float(np.linalg.norm(face[:, :2].mean(0) - centre)) / size)
+
+
 def detect_photo_face(rgb: np.ndarray) -> np.ndarray:
-    """Landmarks ``(478, 3)`` of the largest face in a photo; ``NoFaceError`` when there is none."""
+    """Landmarks ``(478, 3)`` of the largest face in a photo; ``NoFaceError`` when there is none.
+
+    FaceMesh's own detector is MediaPipe's short-range model, made for faces that fill much of the
+    frame: it misses the small faces of a group photo or a wide shot. Then MediaPipe's full-range
+    detector (BlazeFace, Bazarevsky et al. 2019, sparse full-range model shipped in the wheel) finds
+    the faces, and FaceMesh runs on a crop around each.
+    """
+    faces = _mesh_faces(rgb)
+    if not faces:
+        for x0, y0, crop in _face_crops(rgb):
+            faces += [face + np.array([x0, y0, 0.0]) for face in _mesh_faces(crop)]
+    if not faces:
+        raise NoFaceError("no face found in the image: use a front-facing, well-lit portrait")
+    return max(faces, key=interocular)
+
+
+def _mesh_faces(rgb: np.ndarray) -> list[np.ndarray]:
+    """Every face FaceMesh finds in ``rgb`` (static mode), as landmarks in its pixels."""
     face_mesh = _solutions()
     height, width = rgb.shape[:2]
     with (
@@ -46,26 +69,54 @@ def detect_photo_face(rgb: np.ndarray) -> np.ndarray:
     ):
         result = model.process(np.ascontiguousarray(rgb))
     faces = [_to_pixels(f, width, height) for f in (result.multi_face_landmarks or [])]
-    faces = [f for f in faces if len(f) == N_LANDMARKS]
-    if not faces:
-        raise NoFaceError("no face found in the image: use a front-facing, well-lit portrait")
-    return max(faces, key=interocular)
+    return [f for f in faces if len(f) == N_LANDMARKS]
+
+
+def _face_crops(rgb: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """Square crops ``(x0, y0, pixels)`` around each face the full-range detector finds, wide enough
+    (twice the face box) for FaceMesh's own detector to take them as close-ups."""
+    with quiet_native_stderr():
+        import mediapipe as mp
+
+        detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        with detector as model:
+            result = model.process(np.ascontiguousarray(rgb))
+    height, width = rgb.shape[:2]
+    crops = []
+    for detection in result.detections or []:
+        box = detection.location_data.relative_bounding_box
+        side = 2.0 * max(box.width * width, box.height * height)
+        cx, cy = (box.xmin + box.width / 2) * width, (box.ymin + box.height / 2) * height
+        x0, y0 = max(int(cx - side / 2), 0), max(int(cy - side / 2), 0)
+        x1, y1 = min(int(cx + side / 2), width), min(int(cy + side / 2), height)
+        if x1 - x0 > 16 and y1 - y0 > 16:
+            crops.append((x0, y0, rgb[y0:y1, x0:x1]))
+    return crops
 
 
 class FaceTracker:
-    """Follows one face through consecutive frames (FaceMesh video mode)."""
+    """Follows one face through consecutive frames (FaceMesh video mode).
 
-    def __init__(self) -> None:
+    FaceMesh tracks up to ``MAX_FACES`` faces; the one followed is the largest at the start and,
+    from then on, the one nearest (in its own face sizes) to where the followed face was last seen —
+    also after it was lost for a while — so a second person in the shot never takes over.
+    """
+
+    MAX_FACES = 3
+
+    def __init__(self, follow: np.ndarray | None = None) -> None:
+        """``follow``: landmarks of the face to keep following (from an earlier part of the video)."""
         face_mesh = _solutions()
         with quiet_native_stderr():
             self._model = face_mesh.FaceMesh(
                 static_image_mode=False,
-                max_num_faces=1,
+                max_num_faces=self.MAX_FACES,
                 refine_landmarks=True,
                 min_detection_confidence=0.5,
                 min_tracking_confidence=0.5,
             )
         self._started = False
+        self._last: np.ndarray | None = follow
 
     def track(self, rgb: np.ndarray) -> np.ndarray | None:
         """Landmarks ``(478, 3)`` in this frame's pixels, or ``None`` where the face is lost."""
@@ -76,9 +127,13 @@ class FaceTracker:
             with quiet_native_stderr():
                 result = self._model.process(rgb)
             self._started = True
-        if not result.multi_face_landmarks:
+        faces = [_to_pixels(f, width, height) for f in (result.multi_face_landmarks or [])]
+        faces = [f for f in faces if len(f) == N_LANDMARKS]
+        if not faces:
             return None
-        return _to_pixels(result.multi_face_landmarks[0], width, height)
+        chosen = _nearest(faces, self._last) if self._last is not None else max(faces, key=interocular)
+        self._last = chosen
+        return chosen
 
     def close(self) -> None:
         self._model.close()
