@@ -1,14 +1,17 @@
-"""The engine's pieces on their own: geometry, motion, warp, framing, landmark log."""
+"""The engine's pieces on their own: geometry, motion, warp, the face mesh, framing, landmark log."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import cv2
 import numpy as np
 import pytest
 
 from stillmotion.engine import face_model as fm
-from stillmotion.engine.framing import crop_window, output_size
+from stillmotion.engine import media
+from stillmotion.engine.framing import crop_window, fit_photo, output_size
 from stillmotion.engine.landmark_log import LandmarkLog
 from stillmotion.engine.motion import (
     FaceFeatures,
@@ -17,7 +20,9 @@ from stillmotion.engine.motion import (
     choose_reference,
     resample_positions,
 )
-from stillmotion.engine.warp import MeshWarp
+from stillmotion.engine.tracking import detect_photo_face
+from stillmotion.engine.warp import HeadRig, MeshWarp, Untangler, _around_face
+from stillmotion.samples import sample_image
 
 RNG = np.random.default_rng(7)
 
@@ -122,3 +127,214 @@ def test_landmark_log_round_trips_and_marks_lost_faces(tmp_path):
     np.testing.assert_allclose(got[0], frames[0], atol=1e-5)
     np.testing.assert_allclose(got[1], frames[0], atol=1e-5)
     assert log.count == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# The face mesh
+
+
+def _twice_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    a, b, c = points[triangles[:, 0], :2], points[triangles[:, 1], :2], points[triangles[:, 2], :2]
+    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    """Signed (positive clockwise on screen, y down): the shoelace formula."""
+    x, y = points[:, 0], points[:, 1]
+    return float((x * np.roll(y, -1) - np.roll(x, -1) * y).sum() / 2)
+
+
+def _down(points: np.ndarray) -> np.ndarray:
+    across = points[fm.LEFT_EYE_CORNERS[0], :2] - points[fm.RIGHT_EYE_CORNERS[0], :2]
+    return np.array([-across[1], across[0]]) / np.linalg.norm(across)
+
+
+@pytest.fixture(scope="module")
+def face() -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """The sample photo's landmarks at 720p, a person mask drawn around the face, and the size."""
+    original = media.read_image(sample_image())
+    height, width = original.shape[:2]
+    size = output_size(width, height, 720)
+    landmarks = detect_photo_face(fit_photo(original, size, (0, 0, width, height)))
+    oval = landmarks[fm.FACE_OVAL, :2]
+    centre, half = oval.mean(0), (oval.max(0) - oval.min(0)) / 2
+    person = np.zeros(size[::-1], np.float32)
+    cv2.ellipse(
+        person,
+        (round(centre[0]), round(centre[1])),
+        (round(1.6 * half[0]), round(1.5 * half[1])),
+        0,
+        0,
+        360,
+        1.0,
+        -1,
+    )
+    chin = landmarks[fm.CHIN, :2]
+    cv2.rectangle(
+        person,
+        (round(chin[0] - 3 * half[0]), round(chin[1])),
+        (round(chin[0] + 3 * half[0]), size[1]),
+        1.0,
+        -1,
+    )
+    return landmarks, person, size
+
+
+def test_faces_are_the_cliques_of_the_edges_that_are_not_separating_triangles():
+    # Triangle 0-1-2 split in three around point 3, with a triangle on each of its sides: its
+    # outline is a 3-clique whose every edge already borders two faces.
+    inner = [(0, 1), (1, 2), (2, 0), (0, 3), (1, 3), (2, 3)]
+    edges = [*inner, (0, 4), (4, 1), (1, 5), (5, 2), (2, 6), (6, 0)]
+    triangles = fm.triangles_from_edges(edges, outline=(0, 4, 1, 5, 2, 6))
+    expected = [[0, 1, 3], [0, 1, 4], [0, 2, 3], [0, 2, 6], [1, 2, 3], [1, 2, 5]]
+    assert sorted(sorted(t) for t in triangles.tolist()) == expected
+    points = np.array([[0, 0], [10, 0], [5, 8], [5, 3], [5, -4], [11, 6], [-1, 6]], float)
+    assert (_twice_areas(points, triangles) > 0).all()  # the outline runs clockwise on screen
+
+
+def test_the_canonical_mesh_is_the_tesselation_with_the_eyes_and_mouth_open():
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    triangles = fm.canonical_triangles()
+    assert triangles.shape == (fm.CANONICAL_TRIANGLES, 3)
+    sides = np.sort(triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), 1)
+    edges, uses = np.unique(sides, axis=0, return_counts=True)
+    assert {tuple(e) for e in edges.tolist()} == {(min(a, b), max(a, b)) for a, b in FACEMESH_TESSELATION}
+    assert uses.max() == 2  # a surface: no edge borders three triangles
+
+    def loop(ring: np.ndarray) -> set[tuple[int, int]]:
+        return {(min(a, b), max(a, b)) for a, b in zip(ring, np.roll(ring, -1), strict=True)}
+
+    holes = (fm.RIGHT_EYE, fm.LEFT_EYE, fm.INNER_LIPS)
+    boundary = {tuple(e) for e in edges[uses == 1].tolist()}
+    assert boundary == loop(fm.FACE_OVAL).union(*(loop(hole) for hole in holes))
+    # Closing each hole of n points takes n - 2 triangles: the 898 of the canonical face model.
+    assert len(triangles) + sum(len(hole) - 2 for hole in holes) == 898
+
+
+def test_the_canonical_mesh_tiles_the_photos_face(face):
+    landmarks, _, _ = face
+    areas = _twice_areas(landmarks, fm.canonical_triangles()) / 2
+    oval = _polygon_area(landmarks[fm.FACE_OVAL, :2])
+    holes = sum(abs(_polygon_area(landmarks[h, :2])) for h in (fm.RIGHT_EYE, fm.LEFT_EYE, fm.INNER_LIPS))
+    # Wound consistently, the triangles sum to the face less its openings, exactly; the few a
+    # turned cheek shows from behind (negative) overlap their neighbours by under 1% of the face.
+    assert areas.sum() == pytest.approx(oval - holes, rel=1e-9)
+    assert np.abs(areas).sum() < 1.01 * (oval - holes)
+
+
+def test_the_rigs_triangles_tile_the_whole_mesh_without_overlap(face):
+    landmarks, person, size = face
+    rig = HeadRig(landmarks, size, person)
+    areas = _twice_areas(rig.source, rig.triangles) / 2
+    assert (areas > 0).all()  # every triangle faces the camera in the photo
+    hull = cv2.contourArea(cv2.convexHull(rig.source.astype(np.float32)))
+    oval = _polygon_area(landmarks[fm.FACE_OVAL, :2])
+    # The face's triangles and the Delaunay ones around it fill the hull of all vertices; what
+    # overlaps is the photo's own fold at the cheeks, a fraction of a percent of the face.
+    assert hull * (1 - 1e-6) <= areas.sum() < hull + 0.01 * oval
+
+
+def test_an_oval_segment_a_point_crowds_is_split_until_the_tilings_meet():
+    angles = np.linspace(0, 2 * np.pi, 12, endpoint=False)  # clockwise on screen, as FACE_OVAL
+    oval = 50 + 20 * np.stack([np.cos(angles), np.sin(angles)], 1)
+    middle = (oval[0] + oval[1]) / 2
+    crowding = middle + 0.3 * (middle - 50) / np.linalg.norm(middle - 50)  # inside its diametral circle
+    ring = 50 + 45 * np.stack([np.cos(angles), np.sin(angles)], 1)
+    vertices = np.concatenate([oval, [crowding], ring])
+    splits, triangles = _around_face(vertices, np.arange(12), np.arange(12, len(vertices)), len(vertices))
+    assert (splits.start.tolist(), splits.end.tolist(), splits.share.tolist()) == ([0], [1], [0.5])
+    every = np.concatenate([vertices, splits.place(vertices)])
+    areas = _twice_areas(every, triangles) / 2
+    hull = cv2.contourArea(cv2.convexHull(every.astype(np.float32)))
+    assert (areas > 0).all()
+    assert areas.sum() == pytest.approx(hull - _polygon_area(oval), rel=1e-6)  # the ring, exactly
+
+
+def test_every_grid_node_gets_a_triangle(face):
+    landmarks, person, size = face
+    rig = HeadRig(landmarks, size, person)
+    mesh = rig.mesh(4)
+    shift = np.array([3.0, -2.0])
+    shifted = mesh.forward_displacement(rig.source + shift)
+    np.testing.assert_allclose(shifted, np.broadcast_to(shift, shifted.shape), atol=1e-4)
+    # A mesh that misses part of the image: the nodes there take the nearest triangle, clamped.
+    partial = MeshWarp(np.array([[10.0, 10.0], [50.0, 12.0], [30.0, 40.0], [60.0, 45.0]]), (80, 60), step=4)
+    shifted = partial.forward_displacement(partial.source + shift)
+    np.testing.assert_allclose(shifted, np.broadcast_to(shift, shifted.shape), atol=1e-4)
+
+
+def test_the_rig_is_exactly_still_at_rest(face):
+    landmarks, person, size = face
+    rig = HeadRig(landmarks, size, person)
+    np.testing.assert_array_equal(rig.vertices(landmarks), rig.source)
+    np.testing.assert_array_equal(rig.source[: fm.N_LANDMARKS], landmarks[:, :2])
+    mesh = rig.mesh(4)
+    assert mesh.moving_map(rig.source) is None
+    assert mesh.flipped(rig.source) == 0
+    grid = np.stack(np.meshgrid(np.arange(size[0]), np.arange(size[1])), -1)
+    np.testing.assert_allclose(mesh.backward_map(rig.source), grid, atol=1e-4)
+
+
+def _expression(landmarks: np.ndarray) -> np.ndarray:
+    """The photo's face with the jaw dropped half a mouth width but the chin left behind (so the
+    lower lip overshoots the lip–chin crease, as retargeting a wide mouth onto a small one does), the
+    eyes shut past closed (each upper lid a pixel below its lower lid) and the irises turned aside."""
+    target = landmarks.copy()
+    corners = landmarks[[fm.MOUTH_LEFT, fm.MOUTH_RIGHT], :2]
+    mouth, middle = float(np.linalg.norm(corners[0] - corners[1])), corners.mean(0)
+    lip = landmarks[fm.LOWER_INNER_LIP_MID, 1]
+    drop = 0.5 * mouth * np.clip((landmarks[:, 1] - middle[1]) / (lip - middle[1]), 0, 1)
+    drop *= np.clip(1.5 - np.abs(landmarks[:, 0] - middle[0]) / (0.5 * mouth), 0, 1)
+    chin = landmarks[:, 1] > landmarks[fm.LIP_CHIN_CREASE, 1].min() - 1
+    chin[fm.LOWER_LIP_RINGS.ravel()] = False
+    target[:, 1] += np.where(chin, 0.3, 1.0) * drop
+    for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+        target[upper[1:-1], :2] = landmarks[lower[1:-1], :2] + [0.0, 1.0]
+    eye = np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
+    target[fm.IRISES, 0] += 0.15 * eye
+    return target
+
+
+def test_an_open_mouth_shut_eyes_and_turned_irises_fold_nothing(face):
+    landmarks, person, size = face
+    rig = HeadRig(landmarks, size, person)
+    target = _expression(landmarks)
+    mesh = MeshWarp(rig.source, size, 4, rig.triangles)
+    assert mesh.flipped(np.concatenate([target[:, :2], rig.source[fm.N_LANDMARKS :]])) > 0  # as asked
+    assert mesh.flipped(rig.vertices(target)) == 0  # as drawn
+
+
+def test_untangling_keeps_the_lower_lip_above_the_chin_crease_and_the_lids_in_order(face):
+    landmarks, _, _ = face
+    rest = landmarks[:, :2]
+    untangle = Untangler(rest)
+    np.testing.assert_array_equal(untangle(rest), rest)
+    out = untangle(_expression(landmarks)[:, :2])
+    down = _down(out)
+    lip, crease = fm.LOWER_LIP_RINGS[3, 2:-2], fm.LIP_CHIN_CREASE
+    rest_gap = (rest[crease] - rest[lip]) @ _down(rest)
+    assert ((out[crease] - out[lip]) @ down >= 0.3 * rest_gap - 1e-9).all()
+    rings = fm.LOWER_LIP_RINGS  # each ring keeps its share of its gap to the next (where it has one)
+    for inner, outer in itertools.pairwise(rings):
+        rest_gap = (rest[outer] - rest[inner]) @ _down(rest)
+        assert ((out[outer] - out[inner]) @ down >= np.minimum(0.3 * rest_gap, rest_gap) - 1e-9).all()
+    for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+        assert ((out[lower[1:-1]] - out[upper[1:-1]]) @ down > 0).all()
+
+
+def test_the_iris_moves_on_its_own_patch(face):
+    landmarks, person, size = face
+    rig = HeadRig(landmarks, size, person)
+    mesh = rig.mesh(4)
+    target = landmarks.copy()
+    target[fm.IRISES, 0] += 2.0  # a glance aside (a fifth of the iris's width): the lids stay
+    backward = mesh.backward_map(rig.vertices(target))
+
+    def sampled(point: np.ndarray) -> np.ndarray:
+        return cv2.remap(backward, point.astype(np.float32).reshape(1, 1, 2), None, cv2.INTER_LINEAR)[0, 0]
+
+    for iris in (fm.RIGHT_IRIS, fm.LEFT_IRIS):
+        np.testing.assert_allclose(sampled(target[iris, :2]), landmarks[iris, :2], atol=0.4)
+    for lid in (*fm.RIGHT_EYE_LIDS[0], *fm.LEFT_EYE_LIDS[0]):
+        np.testing.assert_allclose(sampled(landmarks[lid, :2]), landmarks[lid, :2], atol=0.4)

@@ -9,9 +9,13 @@ same units as x.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from stillmotion.engine.native_stderr import quiet_native_stderr
 
 N_LANDMARKS = 478
 
@@ -208,3 +212,121 @@ def gaze(lm: np.ndarray) -> tuple[float, float]:
         h = float(rel @ unit) / length
         values.append((h if iris == RIGHT_IRIS else -h, float(rel @ normal) / length))
     return (float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values])))
+
+
+# --------------------------------------------------------------------------------------------------
+# The canonical mesh as a surface: its triangles, and the holes it leaves at the eyes and the mouth
+
+#: Each eye's lids as two chains from its image-left corner to its image-right corner (upper, lower);
+#: together they go round the eye opening, the hole ``RIGHT_EYE`` / ``LEFT_EYE`` outlines.
+RIGHT_EYE_UPPER = np.array([33, 246, 161, 160, 159, 158, 157, 173, 133])
+RIGHT_EYE_LOWER = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133])
+LEFT_EYE_UPPER = np.array([362, 398, 384, 385, 386, 387, 388, 466, 263])
+LEFT_EYE_LOWER = np.array([362, 382, 381, 380, 374, 373, 390, 249, 263])
+#: The inner lips as two chains from the image-left mouth corner to the image-right one (upper,
+#: lower); together they go round the mouth opening, the hole ``INNER_LIPS`` outlines.
+UPPER_INNER_LIP = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308])
+LOWER_INNER_LIP = np.array([78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308])
+#: The lips as rings, from the inner lip outward: each ring's points from image left to image right
+#: (the mouth corners left out), aligned column by column across the rings.
+UPPER_LIP_RINGS = np.array(
+    [
+        [191, 80, 81, 82, 13, 312, 311, 310, 415],
+        [183, 42, 41, 38, 12, 268, 271, 272, 407],
+        [184, 74, 73, 72, 11, 302, 303, 304, 408],
+        [185, 40, 39, 37, 0, 267, 269, 270, 409],
+    ]
+)
+LOWER_LIP_RINGS = np.array(
+    [
+        [95, 88, 178, 87, 14, 317, 402, 318, 324],
+        [96, 89, 179, 86, 15, 316, 403, 319, 325],
+        [77, 90, 180, 85, 16, 315, 404, 320, 307],
+        [146, 91, 181, 84, 17, 314, 405, 321, 375],
+    ]
+)
+#: The lip–chin crease, below the middle five points of the lower lip's outer ring.
+LIP_CHIN_CREASE = np.array([182, 83, 18, 313, 406])
+#: Triangles of the canonical tesselation (``FACEMESH_TESSELATION``): the 898 of the canonical model
+#: less the 14 + 14 + 18 that close the two eyes and the mouth, which the tesselation leaves open.
+CANONICAL_TRIANGLES = 852
+
+
+def triangles_from_edges(edges: Iterable[tuple[int, int]], outline: Sequence[int]) -> np.ndarray:
+    """The faces ``(n, 3)`` of a triangulated surface given only its edges, consistently wound.
+
+    A face is a 3-clique of the edge graph. Not every 3-clique is a face: three vertices joined in a
+    ring around a fourth (a vertex of degree 3) form a separating triangle whose three edges each
+    border two real faces already, so a clique all of whose edges lie in more than two cliques is
+    dropped. The faces are wound consistently (two faces sharing an edge traverse it in opposite
+    directions) and so that ``outline`` — the surface's outer boundary, clockwise on screen — is
+    traversed forward: every face of a surface seen from the front then has a positive signed area
+    ``(b - a) × (c - a)`` in image coordinates (y down).
+
+    Raises ``ValueError`` if the edges do not describe an orientable manifold surface.
+    """
+    pairs = {(min(a, b), max(a, b)) for a, b in edges if a != b}
+    neighbours: dict[int, set[int]] = {}
+    for a, b in pairs:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    cliques = sorted(
+        {(a, b, c) for a, b in pairs for c in neighbours[a] & neighbours[b] if c > b}  # a < b < c
+    )
+    count: dict[tuple[int, int], int] = {}
+    for a, b, c in cliques:
+        for edge in ((a, b), (a, c), (b, c)):
+            count[edge] = count.get(edge, 0) + 1
+    faces = [t for t in cliques if min(count[(t[0], t[1])], count[(t[0], t[2])], count[(t[1], t[2])]) <= 2]
+    by_edge: dict[tuple[int, int], list[int]] = {}
+    for index, (a, b, c) in enumerate(faces):
+        for edge in ((a, b), (a, c), (b, c)):
+            by_edge.setdefault(edge, []).append(index)
+    if any(len(sharing) > 2 for sharing in by_edge.values()):
+        raise ValueError("the edges do not describe a manifold surface: an edge borders three faces")
+    # Wind by breadth-first search over shared edges: a neighbour must traverse the edge backwards.
+    wound: dict[int, tuple[int, int, int]] = {}
+    for seed in range(len(faces)):
+        if seed in wound:
+            continue
+        wound[seed] = faces[seed]
+        queue = [seed]
+        while queue:
+            current = queue.pop()
+            for u, v in _directed(wound[current]):
+                for other in by_edge[(min(u, v), max(u, v))]:
+                    if other == current:
+                        continue
+                    if other not in wound:
+                        x, y, z = faces[other]
+                        wound[other] = (x, z, y) if (u, v) in _directed(faces[other]) else (x, y, z)
+                        queue.append(other)
+                    elif (u, v) in _directed(wound[other]):
+                        raise ValueError("the edges do not describe an orientable surface")
+    triangles = np.array([wound[index] for index in range(len(faces))], dtype=np.int64)
+    start = (int(outline[0]), int(outline[1]))
+    if not any(start in _directed(wound[index]) for index in range(len(faces))):
+        triangles = triangles[:, [0, 2, 1]]
+    return triangles
+
+
+def _directed(triangle: tuple[int, int, int]) -> tuple[tuple[int, int], ...]:
+    """The three edges of a triangle in its winding order."""
+    a, b, c = triangle
+    return ((a, b), (b, c), (c, a))
+
+
+@functools.cache
+def canonical_triangles() -> np.ndarray:
+    """The ``(852, 3)`` triangles of MediaPipe's canonical face mesh (Kartynnik et al., "Real-time
+    Facial Surface Geometry from Monocular Video on Mobile GPUs", 2019) over the 468 mesh points,
+    derived once per process from ``FACEMESH_TESSELATION``'s edges (``triangles_from_edges``) and
+    wound to be positive on a face seen from the front. The eyes and the inner mouth are holes."""
+    with quiet_native_stderr():
+        from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    triangles = triangles_from_edges(FACEMESH_TESSELATION, FACE_OVAL)
+    if len(triangles) != CANONICAL_TRIANGLES:
+        raise RuntimeError(f"the canonical tesselation gave {len(triangles)} triangles")
+    triangles.flags.writeable = False  # shared by every caller
+    return triangles

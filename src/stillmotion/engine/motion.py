@@ -108,7 +108,7 @@ class Retargeter:
 
     #: Soft limits on the head's travel, in the photo's inter-ocular distances, and on its change of
     #: scale: a handheld driving camera's drift must not walk the head out of the photo's composition.
-    MAX_SHIFT = 1.0
+    MAX_SHIFT = 0.6
     MAX_SCALE_CHANGE = 0.15
 
     def __init__(self, photo: np.ndarray, reference: np.ndarray):

@@ -16,6 +16,7 @@ is computed once before the render loop.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from collections import deque
@@ -45,7 +46,7 @@ from stillmotion.engine.motion import (
 from stillmotion.engine.mouth import MouthInterior
 from stillmotion.engine.options import RenderOptions, RenderReport
 from stillmotion.engine.segmentation import person_mask
-from stillmotion.engine.tracking import FaceTracker, detect_photo_face
+from stillmotion.engine.tracking import FaceTracker, count_faces, detect_photo_face
 from stillmotion.engine.warp import HeadRig, MeshWarp
 from stillmotion.errors import MediaError, NoFaceError
 
@@ -157,7 +158,7 @@ def _analyse_photo(original: np.ndarray, short_side: int, quality: Quality) -> _
     scale = short_side / 720
     person = person_mask(image)
     rig = HeadRig(landmarks, size, person, body_sway=quality.layered)
-    mesh = MeshWarp(rig.source, size, max(2, round(quality.grid_step * scale)))
+    mesh = rig.mesh(max(2, round(quality.grid_step * scale)))
     layer = PersonLayer(image, person, tolerance=1.5 * scale) if quality.layered else None
     mouth = MouthInterior(image, landmarks, feather=1.5 * scale)
     return _Photo(image, landmarks, rig, mesh, layer, mouth)
@@ -247,8 +248,12 @@ def _track_span(
     features: list[FaceFeatures | None] = []
     pending: list[int] = []  # untracked frames (turbo) waiting for the next tracked one
     previous: np.ndarray | None = None
-    with FaceTracker(follow) as tracker:
-        for index, (_, frame) in enumerate(frames):
+    first = next(frames, None)
+    if first is None:
+        return features
+    # Tracking several faces costs more per frame: only where the span starts with several people.
+    with FaceTracker(follow, several=count_faces(first[1]) > 1) as tracker:
+        for index, (_, frame) in enumerate(itertools.chain([first], frames)):
             if index % quality.track_every and index > 0:
                 pending.append(log.count)
                 log.append(None)

@@ -1,23 +1,30 @@
 """Dense image warp driven by a moving landmark mesh.
 
-The photo is covered by a Delaunay mesh (its face landmarks, two rings around the head, and anchors
-*outside* the frame so the border is padded, never pinned). Each frame moves the mesh vertices; the
-displacement inside every triangle is affine (piecewise-affine warp, as in Averbuch-Elor et al.,
-"Bringing Portraits to Life", SIGGRAPH Asia 2017).
+The photo is covered by a triangle mesh whose vertices move each frame; inside every triangle the
+displacement is affine (piecewise-affine warping, as in Averbuch-Elor et al., "Bringing Portraits to
+Life", SIGGRAPH Asia 2017). The face is tiled by the topology of MediaPipe's canonical face mesh
+(Kartynnik et al., "Real-time Facial Surface Geometry from Monocular Video on Mobile GPUs", 2019),
+its eye and mouth openings closed by the rig's own triangles; around it, a Delaunay triangulation
+of the head ring, body and background points, and anchors *outside* the frame (so the border is
+padded, never pinned) tiles the rest of the image.
 
-Heavy work happens once per photo: the triangulation and, for every node of a coarse grid, its
-triangle and barycentric weights. Per frame the forward displacement at the grid is one gather; it is
-inverted into the backward map that ``cv2.remap`` needs by fixed-point iteration (Chen et al., "A
-simple fixed-point approach to invert a deformation field", Medical Physics 35(1), 2008), upsampled,
-and applied once at full resolution.
+Heavy work happens once per photo: the triangles and, for every node of a coarse grid, its triangle
+and barycentric weights (the triangles are rasterised at grid resolution). Per frame the forward
+displacement at the grid is one sparse product; it is inverted into the backward map that
+``cv2.remap`` needs by fixed-point iteration (Chen et al., "A simple fixed-point approach to invert a
+deformation field", Medical Physics 35(1), 2008), upsampled, and applied once at full resolution.
+Features finer than the grid (the eyes: an iris a few pixels across between lids a few pixels apart)
+get a grid node at every pixel in a small window around them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 from scipy.sparse import csr_matrix
 from scipy.spatial import Delaunay
 
@@ -28,6 +35,11 @@ from stillmotion.engine import face_model as fm
 _INVERSION_STEPS = 3
 #: Below this backward displacement (pixels) a grid node counts as still: its pixels are the photo's.
 _STILL = 0.02
+#: Sub-node bits of the rasteriser that locates grid nodes (``cv2.fillConvexPoly``'s ``shift``).
+_RASTER_BITS = 8
+#: How far (in barycentric weight) a node may lie outside the triangle drawn over it before a
+#: neighbouring triangle is preferred: rasterised edges spill a fraction of a node over.
+_EDGE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -46,44 +58,74 @@ class MovingRegion:
         return cv2.convertMaps(self.map, None, cv2.CV_16SC2)
 
 
-class MeshWarp:
-    """Backward remap tables for a fixed triangulation of ``source`` vertices over a ``(w, h)`` image."""
+@dataclass(frozen=True)
+class _Detail:
+    """A window of the photo warped at full resolution: a grid node at every pixel of
+    ``[top, top + h) x [left, left + w)``, for features finer than the coarse grid (an iris a few
+    pixels across moving between lids a few pixels apart)."""
 
-    def __init__(self, source: np.ndarray, size: tuple[int, int], step: int):
+    left: int
+    top: int
+    grid: np.ndarray
+    """``(h, w, 2)``: each node's pixel coordinates (x, y)."""
+    blend: csr_matrix
+    feather: np.ndarray
+    """``(h, w)``: 0 at the window's edge, rising to 1 inside it, where the window's map replaces the
+    coarse one (so the two meet without a seam)."""
+
+
+class MeshWarp:
+    """Backward remap tables for a fixed triangle mesh over ``source`` vertices on a ``(w, h)`` image.
+
+    ``triangles`` (``(t, 3)`` indices into ``source``) are drawn in order: where two overlap, the later
+    one owns the pixels, so a mesh that folds in the photo itself (a cheek past the nose of a turned
+    head) is listed back to front. Without ``triangles`` the mesh is the Delaunay triangulation of
+    ``source``. The mesh should cover the image (anchors outside the frame do that); a grid node on no
+    triangle takes the nearest triangle's weights, clamped to it. ``detail`` boxes ``(x0, y0, x1, y1)``
+    of the photo are warped at full resolution instead of through the coarse grid.
+    """
+
+    def __init__(
+        self,
+        source: np.ndarray,
+        size: tuple[int, int],
+        step: int,
+        triangles: np.ndarray | None = None,
+        detail: Sequence[tuple[int, int, int, int]] = (),
+    ):
         width, height = size
         self.size = size
         self.step = step
         self.source = source.astype(np.float64)
-        self.mesh = Delaunay(self.source)
+        self.triangles = (
+            Delaunay(self.source).simplices if triangles is None else np.asarray(triangles, np.int64)
+        )
         # One node beyond each edge, so every pixel lies between nodes and the upsampling below
         # interpolates, never clamps, at the border.
         gw, gh = -(-width // step) + 2, -(-height // step) + 2
         self._grid_shape = (gh, gw)
         # Nodes sit at block centres, which makes cv2.resize by ``step`` land exactly on pixels.
-        xs = (np.arange(gw) - 0.5) * step - 0.5
-        ys = (np.arange(gh) - 0.5) * step - 0.5
-        nodes = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
-        simplex = self.mesh.find_simplex(nodes)
-        if (simplex < 0).any():
-            raise ValueError("the mesh does not cover the image: anchors must lie outside the frame")
-        transform = self.mesh.transform[simplex]
-        bary = np.einsum("nij,nj->ni", transform[:, :2], nodes - transform[:, 2])
-        weights = np.concatenate([bary, 1 - bary.sum(1, keepdims=True)], 1)
-        # Each node's displacement is the barycentric blend of its triangle's three vertices: one
-        # sparse matrix (three entries a row) turns vertex motion into grid motion per frame.
-        rows = np.repeat(np.arange(len(nodes)), 3)
-        self._blend = csr_matrix(
-            (weights.ravel().astype(np.float32), (rows, self.mesh.simplices[simplex].ravel())),
-            shape=(len(nodes), len(self.source)),
-        )
-        self._nodes = nodes.reshape(gh, gw, 2).astype(np.float32)
+        origin = -0.5 * step - 0.5
+        xs, ys = origin + step * np.arange(gw), origin + step * np.arange(gh)
+        self._blend = _blend_matrix(self.source, self.triangles, np.array([origin, origin]), step, (gh, gw))
+        self._nodes = np.stack(np.meshgrid(xs, ys), -1).astype(np.float32)
         # Converts pixel positions to the coarse grid's own (node index) coordinates.
         self._unit = np.float32(1.0 / step)
-        self._origin = np.float32(xs[0])
+        self._origin = np.float32(origin)
+        self._details = tuple(self._detail(box) for box in detail)
 
-    @property
-    def triangles(self) -> np.ndarray:
-        return self.mesh.simplices
+    def _detail(self, box: tuple[int, int, int, int]) -> _Detail:
+        width, height = self.size
+        x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+        x1, y1 = min(int(box[2]), width), min(int(box[3]), height)
+        shape = (max(y1 - y0, 1), max(x1 - x0, 1))
+        blend = _blend_matrix(self.source, self.triangles, np.array([x0, y0], float), 1, shape)
+        # Feathered over one coarse block: there the coarse map is as good as the fine one.
+        rows, cols = np.arange(shape[0]), np.arange(shape[1])
+        inset = np.minimum.outer(np.minimum(rows, rows[::-1]), np.minimum(cols, cols[::-1]))
+        feather = np.clip((inset + 1) / (self.step + 1), 0.0, 1.0).astype(np.float32)
+        grid = np.stack(np.meshgrid(x0 + cols, y0 + rows), -1).astype(np.float32)
+        return _Detail(x0, y0, grid, blend, feather)
 
     def forward_displacement(self, target: np.ndarray) -> np.ndarray:
         """Displacement ``(gh, gw, 2)`` of each coarse grid node when vertices move to ``target``."""
@@ -118,10 +160,43 @@ class MeshWarp:
         window = (slice(top - y0, bottom - y0), slice(left - x0, right - x0))
         return MovingRegion(dense[window], slice(top, bottom), slice(left, right), motion[window])
 
+    def _refine(self, region: MovingRegion, target: np.ndarray) -> MovingRegion:
+        """``region`` with its map over each detail window replaced (feathered in) by the window's
+        own, inverted at full resolution with the coarse map as its first guess."""
+        if not self._details:
+            return region
+        moved = (target - self.source).astype(np.float32)
+        for detail in self._details:
+            height, width = detail.feather.shape
+            forward = np.asarray(detail.blend @ moved).reshape(height, width, 2)
+            # The window lands where its mean displacement takes it, to the pixel; within the region.
+            shift = np.round(forward.reshape(-1, 2).mean(0)).astype(int)
+            x0, y0 = detail.left + shift[0], detail.top + shift[1]
+            top, bottom = max(y0, region.rows.start), min(y0 + height, region.rows.stop)
+            left, right = max(x0, region.cols.start), min(x0 + width, region.cols.stop)
+            if bottom <= top or right <= left:
+                continue
+            inside = (slice(top - y0, bottom - y0), slice(left - x0, right - x0))
+            window = (
+                slice(top - region.rows.start, bottom - region.rows.start),
+                slice(left - region.cols.start, right - region.cols.start),
+            )
+            nodes = detail.grid[inside] + shift.astype(np.float32)
+            coarse = region.map[window]
+            position = coarse
+            for _ in range(_INVERSION_STEPS):  # photo point = output point - D(photo point)
+                at = position - detail.grid[0, 0]
+                position = nodes - cv2.remap(
+                    forward, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+                )
+            region.map[window] = coarse + detail.feather[inside][..., None] * (position - coarse)
+        return region
+
     def backward_map(self, target: np.ndarray) -> np.ndarray:
         """Full-resolution map ``(h, w, 2)``: for each output pixel, where to sample the photo."""
         gh, gw = self._grid_shape
-        return self._dense(self.backward_field(target), slice(0, gh), slice(0, gw)).map
+        region = self._dense(self.backward_field(target), slice(0, gh), slice(0, gw))
+        return self._refine(region, target).map
 
     def moving_map(self, target: np.ndarray) -> MovingRegion | None:
         """The backward map over just the region that moves when vertices go to ``target`` (outside
@@ -135,7 +210,7 @@ class MeshWarp:
         # Still nodes of margin: one to interpolate toward, one where the upsampling clamps.
         rows = slice(max(rows[0] - 2, 0), min(rows[-1] + 3, gh))
         cols = slice(max(cols[0] - 2, 0), min(cols[-1] + 3, gw))
-        return self._dense(back, rows, cols)
+        return self._refine(self._dense(back, rows, cols), target)
 
     def warp(self, photo: np.ndarray, target: np.ndarray) -> np.ndarray:
         """The photo warped so its vertices move to ``target``; pixels outside the moving region are
@@ -148,12 +223,7 @@ class MeshWarp:
 
     def flipped(self, target: np.ndarray) -> int:
         """How many triangles change orientation (fold over) when vertices move to ``target``."""
-
-        def signed_area(v: np.ndarray) -> np.ndarray:
-            a, b, c = v[self.triangles[:, 0]], v[self.triangles[:, 1]], v[self.triangles[:, 2]]
-            return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-
-        before, after = signed_area(self.source), signed_area(target)
+        before, after = _signed_areas(self.source, self.triangles), _signed_areas(target, self.triangles)
         return int(((before * after) < 0).sum())
 
 
@@ -167,26 +237,142 @@ def remap(photo: np.ndarray, backward: np.ndarray | tuple[np.ndarray, np.ndarray
     return cv2.remap(photo, first, second, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
 
+def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The 2D cross product ``u × v`` over the last axis."""
+    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+
+def _signed_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Twice each triangle's signed area: positive when it is wound clockwise on screen (y down)."""
+    a, b, c = vertices[triangles[:, 0]], vertices[triangles[:, 1]], vertices[triangles[:, 2]]
+    return _cross(b - a, c - a)
+
+
+def _barycentric(points: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Barycentric weights ``(..., 3)`` of ``points`` ``(..., 2)`` in triangles ``corners``
+    ``(..., 3, 2)``; not finite for a degenerate triangle."""
+    a, b, c = corners[..., 0, :], corners[..., 1, :], corners[..., 2, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = _cross(b - a, c - a)
+        wb = _cross(points - a, c - a) / total
+        wc = _cross(b - a, points - a) / total
+    return np.stack([1 - wb - wc, wb, wc], -1)
+
+
+def _blend_matrix(
+    source: np.ndarray, triangles: np.ndarray, origin: np.ndarray, step: int, shape: tuple[int, int]
+) -> csr_matrix:
+    """The sparse ``(nodes, vertices)`` matrix that turns vertex motion into the motion of each node
+    of a grid (``_locate_nodes``): each node's is the barycentric blend of its triangle's three
+    vertices, three entries a row."""
+    owner, weights = _locate_nodes(source, triangles, origin, step, shape)
+    rows = np.repeat(np.arange(len(owner)), 3)
+    return csr_matrix(
+        (weights.ravel().astype(np.float32), (rows, triangles[owner].ravel())),
+        shape=(len(owner), len(source)),
+    )
+
+
+def _locate_nodes(
+    source: np.ndarray, triangles: np.ndarray, origin: np.ndarray, step: int, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """For every node of the grid ``origin + step * (column, row)`` of ``shape`` (rows, columns),
+    in row-major order: the triangle it lies in and its barycentric weights ``(n, 3)``.
+
+    The triangles' indices are rasterised at node resolution (``cv2.fillConvexPoly`` with sub-node
+    precision), in order, so later triangles win where triangles overlap; then the weights follow
+    in one vectorised pass. A node the rasteriser left outside every triangle, or put on a spilled
+    edge just outside the triangle drawn there, takes whichever triangle drawn around it (its 3x3
+    neighbourhood, and the triangle of the nearest covered node) contains it best; a node that none
+    contains takes its weights in the best of them, clamped into it.
+    """
+    rows, cols = shape
+    corners = source[triangles]
+    fixed = np.round((corners - origin) / step * (1 << _RASTER_BITS)).astype(np.int32)
+    labels = np.full(shape, -1, np.int32)
+    # A degenerate triangle covers no node, and drawn it would be a line over its neighbours.
+    for index in np.flatnonzero(_signed_areas(source, triangles) != 0):
+        cv2.fillConvexPoly(labels, fixed[index], int(index), lineType=cv2.LINE_8, shift=_RASTER_BITS)
+    if (labels < 0).all():
+        raise ValueError("the mesh covers no node of the grid")
+    nodes = origin + step * np.stack(np.meshgrid(np.arange(cols), np.arange(rows)), -1).reshape(-1, 2)
+    owner = labels.ravel()
+    weights = _barycentric(nodes, corners[np.maximum(owner, 0)])
+    stray = np.flatnonzero((owner < 0) | ~(weights.min(1) >= -_EDGE_TOLERANCE))
+    if not len(stray):
+        return owner, weights
+    r, c = np.divmod(stray, cols)
+    padded = np.pad(labels, 1, constant_values=-1)
+    candidates = [padded[r + dr, c + dc] for dr in range(3) for dc in range(3)]
+    uncovered = labels < 0
+    if uncovered.any():
+        nearest = distance_transform_edt(uncovered, return_distances=False, return_indices=True)
+        candidates.append(labels[nearest[0], nearest[1]].ravel()[stray])
+    choice = np.stack(candidates, 1)  # (stray, candidates)
+    trial = _barycentric(nodes[stray, None], corners[np.maximum(choice, 0)])
+    score = np.where(choice >= 0, trial.min(-1), -np.inf)
+    score[~np.isfinite(score)] = -np.inf  # a degenerate candidate
+    best = score.argmax(1)
+    picked = np.arange(len(stray))
+    owner[stray] = choice[picked, best]
+    best_weights = trial[picked, best]
+    # Outside every candidate: clamped into the best one (weights cut at 0 and renormalised).
+    clamped = np.clip(np.nan_to_num(best_weights, nan=1 / 3), 0.0, None)
+    clamped /= np.maximum(clamped.sum(1, keepdims=True), 1e-12)
+    outside = score[picked, best] < -_EDGE_TOLERANCE
+    weights[stray] = np.where(outside[:, None], clamped, best_weights)
+    return owner, weights
+
+
 class HeadRig:
-    """The mesh vertices of a photo: its face landmarks, a ring around the head, points on the body,
-    background points around them, and anchors outside the frame.
+    """The mesh of a photo: its vertices (face landmarks, a ring around the head, points on the body,
+    background points around them, anchors outside the frame) and its triangles.
 
     The head ring is fitted to the photo's own head: along rays from the face centre it lies just
     outside the person mask (so all of the hair is inside it and moves rigidly with the head), and
     hugs the jaw below the ears, where the neck joins the body. It follows the head's in-plane motion
-    fully, but half below the chin. Body points (a grid over the person outside the head) move
-    *rigidly*, by a damped share of the head's travel, so shoulders and torso sway with the head
-    instead of stretching toward it (with ``body_sway`` off the body stays still, rigid too).
+    fully above the chin and half below it (eased across a band). Body points (a grid over the
+    person outside the head) move *rigidly*, by a damped share of the head's travel, so shoulders and
+    torso sway with the head instead of stretching toward it (with ``body_sway`` off the body stays
+    still, rigid too).
     Background points and the anchors outside the frame stay still: whatever the mesh stretches
     there, the compositor replaces with the still background plate.
+
+    Triangles (``triangles``, back to front, as ``MeshWarp`` takes them):
+
+    * inside the face oval, MediaPipe's canonical face mesh (Kartynnik et al. 2019;
+      ``face_model.canonical_triangles``), whose topology follows the face's features, not the
+      accidents of a Delaunay triangulation of their projection (which makes near-degenerate slivers
+      that flip under the slightest motion, and joins iris points to lid points). Its eye openings are
+      filled by ``_EyePatch`` (the iris as its own patch) and its mouth opening by a strip between the
+      inner lips. Triangles the photo shows from behind or edge-on (past the silhouette of a turned
+      cheek, or the inner-lip strip of a closed mouth) are left out: they cover no pixel the photo
+      shows, so they cannot carry its texture, and the face's front triangles overlapping them are
+      drawn nearest last (painter's order by FaceMesh depth);
+    * outside it, a Delaunay triangulation of the face oval with the other vertices, less its
+      triangles inside the oval. The oval's segments must be edges of that triangulation, for the two
+      tilings to meet without overlap: a segment that is not is split at its midpoint until it is
+      (boundary recovery by splitting encroached segments, as in Ruppert's refinement; a split point
+      stays on its segment, so the face's triangle along it warps continuously with it).
+
+    Per frame (``vertices``) the target landmarks' lips and lids are first kept in order
+    (``Untangler``), the eye patches placed, and what folds remain in the face's triangles projected
+    away (``_Unfolder``): the retargeted landmarks ask for folds a warp can only draw as dark notches
+    and smears. ``source`` is ``vertices(photo_landmarks)``: at rest every vertex is exactly where it
+    started. ``mesh(step)`` builds the warp, with the eyes (``detail``) at full resolution.
     """
 
     RAYS = 48
     #: How far the head silhouette is searched for, and where the outer ring lies, in face radii.
     SEARCH, OUTER_GAP = 3.0, 1.6
     HEAD_FOLLOW, NECK_FOLLOW = 1.0, 0.5
+    #: Height of the band around the chin over which the ring's follow eases from head to neck, in
+    #: face radii.
+    NECK_BAND = 0.5
+    #: How far the full-resolution box around each eye reaches beyond it (x, y), in eye widths.
+    DETAIL_MARGIN = (0.35, 0.5)
     #: Share of the head's travel the body takes (x, y): a sway, not a copy of the head's motion.
-    BODY_FOLLOW = np.array([0.3, 0.15])
+    BODY_FOLLOW = np.array([0.25, 0.12])
     #: Spacing of the body grid and its clearance from the head ring, in face radii.
     BODY_SPACING, BODY_CLEARANCE = 0.8, 0.45
 
@@ -219,12 +405,43 @@ class HeadRig:
         )
         self._head = head
         self._centre = centre
-        below_chin = head[:, 1] > photo_landmarks[fm.CHIN, 1]
-        self._head_follow = np.where(below_chin, self.NECK_FOLLOW, self.HEAD_FOLLOW)[:, None]
+        # From the head's follow to the neck's across a band around the chin: a step between two
+        # neighbouring ring points would kink the ring and fold the triangles hanging from it.
+        chin, band = photo_landmarks[fm.CHIN, 1], 0.5 * self.NECK_BAND * radius
+        follow = np.interp(head[:, 1], [chin - band, chin + band], [self.HEAD_FOLLOW, self.NECK_FOLLOW])
+        self._head_follow = follow[:, None]
         self._body = body
         self._body_follow = self.BODY_FOLLOW if body_sway else np.zeros(2)
         self._still = np.concatenate([outer, anchors])
-        self.source = np.concatenate([lm2, head, body, self._still])
+        self._untangle = Untangler(lm2)
+        self._eyes = tuple(
+            _EyePatch(lm2, upper, lower, iris)
+            for upper, lower, iris in (
+                (fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER, fm.RIGHT_IRIS),
+                (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER, fm.LEFT_IRIS),
+            )
+        )
+        # Vertex order: landmarks, head ring, body, still points, each eye's patch, oval split points.
+        placed = self._place(photo_landmarks)
+        first = len(lm2) + len(head) + len(body) + len(self._still)
+        faces = [fm.canonical_triangles(), _ladder(fm.UPPER_INNER_LIP, fm.LOWER_INNER_LIP)]
+        depth = np.concatenate([photo_landmarks[:, 2], np.full(len(placed) - len(lm2), np.nan)])
+        for eye in self._eyes:
+            faces.append(eye.triangles(first))
+            depth[first : first + eye.size] = photo_landmarks[eye.contour, 2].mean()
+            first += eye.size
+        face = np.concatenate(faces)
+        face = face[_signed_areas(placed, face) > 0]
+        self._unfold = _Unfolder(placed, face)
+        outside = np.arange(len(lm2), len(lm2) + len(head) + len(body) + len(self._still))
+        self._splits, around = _around_face(placed, fm.FACE_OVAL, outside, len(placed))
+        self.source = self.vertices(photo_landmarks)
+        self.size = size
+        #: The boxes ``MeshWarp`` warps at full resolution: each eye, with the skin a blink moves.
+        self.detail = tuple(_grown_box(lm2[eye.contour], self.DETAIL_MARGIN) for eye in self._eyes)
+        # Painter's order: the farthest first (FaceMesh z grows away from the camera).
+        far_first = np.argsort(-depth[face].mean(1), kind="stable")
+        self.triangles = np.concatenate([around, face[far_first]])
 
     def _head_extent(
         self, centre: np.ndarray, rays: np.ndarray, radius: float, person: np.ndarray, oval: np.ndarray
@@ -255,15 +472,354 @@ class HeadRig:
         extent[downward] = face_reach[downward] * 1.12
         return np.maximum(extent, face_reach * 1.12) + 0.12 * radius
 
+    def mesh(self, step: int) -> MeshWarp:
+        """The rig's warp on a coarse grid of ``step`` pixels, its ``detail`` at full resolution."""
+        return MeshWarp(self.source, self.size, step, self.triangles, self.detail)
+
     def vertices(self, target_landmarks: np.ndarray) -> np.ndarray:
-        """Target positions of every mesh vertex for the given target face landmarks."""
-        tgt2 = target_landmarks[:, :2]
+        """Target positions of every mesh vertex for the given target face landmarks: the lips and
+        lids untangled (``Untangler``), and what folds remain in the face's triangles projected away."""
+        placed = self._unfold(self._place(target_landmarks))
+        return np.concatenate([placed, self._splits.place(placed)])
+
+    def _place(self, target_landmarks: np.ndarray) -> np.ndarray:
+        """Every vertex but the oval's split points, before the face is unfolded."""
+        tgt2 = self._untangle(target_landmarks[:, :2])
         head_motion = fm.fit_similarity(self._oval, tgt2[fm.FACE_OVAL])
         head = self._head
         moved_head = head + self._head_follow * (head_motion.apply(head) - head)
         travel = head_motion.apply(self._centre[None])[0] - self._centre
         moved_body = self._body + self._body_follow * travel
-        return np.concatenate([tgt2, moved_head, moved_body, self._still])
+        eyes = [eye.place(tgt2) for eye in self._eyes]
+        return np.concatenate([tgt2, moved_head, moved_body, self._still, *eyes])
+
+
+# --------------------------------------------------------------------------------------------------
+# Folds undone before they are drawn
+
+
+@dataclass(frozen=True)
+class _Order:
+    """Points ``above`` stay above points ``below`` (pairwise) along the face's down axis, by at least
+    ``keep`` of their gap in the photo. A shortfall lifts ``above`` by ``lift`` of it and lowers
+    ``below`` by the rest."""
+
+    above: np.ndarray
+    below: np.ndarray
+    keep: float
+    lift: float
+
+
+_LIDS = (
+    np.concatenate([fm.RIGHT_EYE_UPPER[1:-1], fm.LEFT_EYE_UPPER[1:-1]]),
+    np.concatenate([fm.RIGHT_EYE_LOWER[1:-1], fm.LEFT_EYE_LOWER[1:-1]]),
+)
+_UPPER, _LOWER = fm.UPPER_LIP_RINGS, fm.LOWER_LIP_RINGS
+#: Share of its gap in the photo that each ring of the lips keeps from the next.
+_LIP_KEEP = 0.3
+#: The orders, in stages: the rules of a stage move points no other rule of it reads, so a stage is
+#: applied at once, and the stages in turn. The inner lips may meet, never cross (moved half each,
+#: as lips press together). Up the lower lip from the lip–chin crease, and down the upper lip from
+#: the nose, each ring keeps its place, moving only the ring nearer the mouth, so no rule undoes the
+#: one before: a retargeted wide-open mouth otherwise pushes the lower lip past the crease (the
+#: photo's lip lies nearer its crease than the driving face's), folding a dark notch into the chin,
+#: and rolls the inner lips over the outer. The upper lid stays above the lower: a blink deeper than
+#: the photo's lid gap would otherwise fold the lid over the eye.
+_STAGES = (
+    (
+        _Order(_UPPER[0], _LOWER[0], keep=0.1, lift=0.5),
+        _Order(_LOWER[3, 2:-2], fm.LIP_CHIN_CREASE, keep=_LIP_KEEP, lift=1.0),
+        _Order(_UPPER[3], _UPPER[2], keep=_LIP_KEEP, lift=0.0),
+        _Order(*_LIDS, keep=0.1, lift=1.0),
+    ),
+    *(
+        (
+            _Order(_LOWER[k], _LOWER[k + 1], keep=_LIP_KEEP, lift=1.0),
+            _Order(_UPPER[k + 1], _UPPER[k], keep=_LIP_KEEP, lift=0.0),
+        )
+        for k in (2, 1)
+    ),
+    (_Order(_LOWER[0], _LOWER[1], keep=_LIP_KEEP, lift=1.0),),
+)
+
+
+def _down_axis(points: np.ndarray) -> np.ndarray:
+    """The face's unit down axis: perpendicular to the line between the outer eye corners (which
+    neither an open jaw nor a blink moves)."""
+    across = points[fm.LEFT_EYE_CORNERS[0]] - points[fm.RIGHT_EYE_CORNERS[0]]
+    across = across / max(float(np.linalg.norm(across)), 1e-9)
+    return np.array([-across[1], across[0]])
+
+
+class Untangler:
+    """Keeps a face's lips and lids in order along its down axis (``_STAGES``), so retargeted motion
+    larger than the photo's face allows squeezes them instead of folding one over the other.
+
+    Built once from the photo's landmarks ``rest`` (each gap's least width is a share of its width
+    there, scaled with the face); called on target landmarks ``(478, 2)``, returns them untangled. A
+    gap the photo itself has crossed is held at its own width, so the photo's landmarks come back
+    unchanged."""
+
+    def __init__(self, rest: np.ndarray):
+        self._rest_scale = max(fm.interocular(rest), 1e-9)
+        down = _down_axis(rest)
+        self._stages = []
+        for stage in _STAGES:
+            above = np.concatenate([order.above for order in stage])
+            below = np.concatenate([order.below for order in stage])
+            gap = (rest[below] - rest[above]) @ down
+            keep = np.concatenate([np.full(len(order.above), order.keep) for order in stage])
+            lift = np.concatenate([np.full(len(order.above), order.lift) for order in stage])
+            self._stages.append((above, below, np.minimum(keep * gap, gap), lift[:, None]))
+
+    def __call__(self, target: np.ndarray) -> np.ndarray:
+        points = np.array(target, dtype=np.float64)
+        down = _down_axis(points)
+        scale = fm.interocular(points) / self._rest_scale
+        for above, below, least, lift in self._stages:
+            short = np.maximum(least * scale - (points[below] - points[above]) @ down, 0.0)[:, None] * down
+            points[above] -= lift * short
+            points[below] += (1 - lift) * short
+        return points
+
+
+class _Unfolder:
+    """Undoes the folds left in the face's own triangles once the lips and lids are untangled
+    (``Untangler``): tracking noise on a sliver a pixel wide, a mouth corner squeezed past its
+    neighbour, a cheek turned edge-on.
+
+    Each triangle's signed area is a constraint: at least ``LEAST`` of its area in the photo. It is
+    solved by position-based projection (Müller et al., "Position Based Dynamics", 2007): a triangle
+    below half of that moves its three vertices along the area's gradient by the least amount that
+    restores it, the moves meeting at a vertex averaged (Jacobi) and over-relaxed by ``RELAX`` (which
+    cuts the rounds needed about fourfold), until no triangle is below. Only folded or nearly folded
+    triangles move anything: the rest of the face is exactly the target."""
+
+    ROUNDS = 16
+    LEAST = 0.05
+    RELAX = 1.5
+
+    def __init__(self, rest: np.ndarray, triangles: np.ndarray):
+        self._triangles = triangles
+        self._corners = np.ascontiguousarray(triangles.T)  # three index rows: gathers run faster
+        self._least = self.LEAST * _signed_areas(rest, triangles)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        x, y = np.array(points[:, 0], dtype=np.float64), np.array(points[:, 1], dtype=np.float64)
+        count = len(x)
+        a, b, c = self._corners
+        for _ in range(self.ROUNDS):
+            xa, xb, xc, ya, yb, yc = x[a], x[b], x[c], y[a], y[b], y[c]
+            area = (xb - xa) * (yc - ya) - (yb - ya) * (xc - xa)
+            # Hysteresis: restored to the full margin, released at half of it, so the rounds end.
+            folded = np.flatnonzero(area < 0.5 * self._least)
+            if not len(folded):
+                break
+            # The gradient of (b - a) × (c - a) with respect to each corner is the opposite edge
+            # turned a quarter, (dx, dy) -> (dy, -dx): for a, b - c; for b, c - a; for c, a - b.
+            ex = np.stack([xb - xc, xc - xa, xa - xb], 1)[folded]
+            ey = np.stack([yb - yc, yc - ya, ya - yb], 1)[folded]
+            step = (self._least[folded] - area[folded]) / (ex**2 + ey**2).sum(1)
+            at = self._triangles[folded].ravel()
+            shared = np.maximum(np.bincount(at, minlength=count), 1) / self.RELAX
+            x += np.bincount(at, (step[:, None] * ey).ravel(), minlength=count) / shared
+            y -= np.bincount(at, (step[:, None] * ex).ravel(), minlength=count) / shared
+        return np.stack([x, y], 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The rig's own triangles: the eye and mouth openings, the face oval's surroundings
+
+
+def _ladder(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Triangles of the strip between two chains of equal length that run side by side: quad ``k``
+    is ``first[k], first[k+1], second[k+1], second[k]``, cut along a diagonal. Wound clockwise on
+    screen when ``first`` runs along the strip's top left to right; a quad whose chains share a
+    corner gives one triangle."""
+    a, b = first[:-1], first[1:]
+    c, d = second[1:], second[:-1]
+    triangles = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+    keep = (
+        (triangles[:, 0] != triangles[:, 1])
+        & (triangles[:, 1] != triangles[:, 2])
+        & (triangles[:, 0] != triangles[:, 2])
+    )
+    return triangles[keep]
+
+
+#: Slack at an edge's ends in ``_ray_reach``, in shares of the edge.
+_SLACK = 1e-9
+
+
+def _ray_reach(origin: np.ndarray, directions: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """How far (in units of each direction's length) rays from ``origin`` go before leaving the
+    closed ``polygon``; all complex. 0 for a ray that meets no edge (an origin outside)."""
+    start, edge = polygon, np.append(polygon[1:], polygon[:1]) - polygon
+    offset = (start - origin)[None, :]
+    d = directions[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        det = (d.conj() * edge).imag
+        along = (offset.conj() * edge).imag / det
+        across = (offset.conj() * d).imag / det
+    # A little slack at the edges' ends: a ray aimed at a vertex must not slip between its two edges.
+    meets = (along > 0) & (across >= -_SLACK) & (across <= 1 + _SLACK)
+    reach = np.where(meets, along, np.inf).min(1)
+    return np.where(np.isfinite(reach), reach, 0.0)
+
+
+class _EyePatch:
+    """The opening of one eye, filled so the iris moves as a patch of its own.
+
+    The canonical mesh leaves the eye open, and FaceMesh's iris points cannot simply join the mesh:
+    its rim points above and below the iris lie under the lids (the lids hide part of the iris), so
+    triangles through them would overlap the lids' own at rest and fold as the lids move. Instead the
+    patch has vertices of its own: the iris centre, and one rim point toward each lid point, at the
+    iris's radius or, where the lid is nearer, ``REACH`` of the way to it. Triangles: a fan from the
+    centre over the rim (the iris) and a strip from the rim to the lids (the white of the eye). A
+    patch this small is finer than the warp's coarse grid: the rig has it warped at full resolution
+    (``HeadRig.detail``).
+
+    Everything is placed in the eye's own frame (the similarity that takes its corners to 0 and 1,
+    done with complex numbers), so it turns and scales with the eye. There the target iris centre is
+    kept inside the opening (the rim ``SIDE`` of the eye's width from the corners at least, the
+    centre ``MIDDLE`` of the lid gap from either lid), and the rim keeps its shape around it, so the
+    iris texture moves rigidly, as gaze does; then the rim is shrunk toward the centre, ray by ray,
+    to at most ``REACH`` of the way to the lids. Shrinking along rays keeps the rim's order around
+    the centre, so the iris fan cannot fold; keeping the rim inside the opening keeps the lids from
+    crossing it, and a closing eye squeezes the iris instead. ``REACH`` also bounds the shear between
+    a moving rim and a still lid, which the warp's fixed-point inversion needs below 1.
+    """
+
+    REACH = 0.75
+    SIDE, MIDDLE = 0.05, 0.25
+
+    def __init__(self, photo: np.ndarray, upper: np.ndarray, lower: np.ndarray, iris: int):
+        #: The opening going round, clockwise on screen: the upper lid left to right, the lower back.
+        self.contour = np.concatenate([upper, lower[-2:0:-1]])
+        self.size = 1 + len(self.contour)
+        # The landmarks placing needs, in this order: the corners, the lids, the iris centre.
+        self._used = np.concatenate([upper[[0, -1]], upper, lower, self.contour, [iris]])
+        self._lids = len(upper), len(lower)
+        eye = self._eye_frame(photo, np.concatenate([self._used, np.arange(iris + 1, iris + 5)]))[0]
+        centre = eye[len(self._used) - 1]
+        radius = float(np.abs(eye[len(self._used) :] - centre).mean())
+        toward = eye[2 + sum(self._lids) : len(self._used) - 1] - centre
+        #: The rim around the centre, in the eye's frame: one point toward each lid point.
+        self._rim = radius * toward / np.maximum(np.abs(toward), 1e-9)
+        self._side = min(radius + self.SIDE, 0.5)
+
+    @staticmethod
+    def _eye_frame(points: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, complex, complex]:
+        """Landmarks ``indices`` (the eye's corners first) as complex numbers in the eye's frame, and
+        that frame's origin and unit (image = origin + eye * unit): the corners go to 0 and 1."""
+        z = points[indices, 0] + 1j * points[indices, 1]
+        left, right = complex(z[0]), complex(z[1])
+        return (z - left) / (right - left), left, right - left
+
+    def triangles(self, first: int) -> np.ndarray:
+        """The patch's triangles, its own vertices numbered from ``first`` (the centre, then the rim)."""
+        centre, rim = first, first + 1 + np.arange(len(self.contour))
+        closed = np.append(rim, rim[0])
+        iris = np.stack([np.full(len(rim), centre), closed[:-1], closed[1:]], 1)
+        return np.concatenate([iris, _ladder(np.append(self.contour, self.contour[0]), closed)])
+
+    def place(self, points: np.ndarray) -> np.ndarray:
+        """The patch's vertices ``(size, 2)`` for target landmarks ``points``."""
+        eye, origin, unit = self._eye_frame(points, self._used)
+        upper, lower, contour, iris = np.split(eye[2:], np.cumsum([*self._lids, len(self.contour)]))
+        u = float(np.clip(iris[0].real, self._side, 1 - self._side))
+        # Lid heights (down is +imag) at the centre; a chain's x may stall where a lid is steep.
+        top = float(np.interp(u, np.maximum.accumulate(upper.real), upper.imag))
+        bottom = float(np.interp(u, np.maximum.accumulate(lower.real), lower.imag))
+        margin = self.MIDDLE * (bottom - top)
+        centre = complex(u, np.clip(iris[0].imag, top + margin, bottom - margin))
+        reach = np.minimum(1.0, self.REACH * _ray_reach(centre, self._rim, contour))
+        placed = origin + unit * np.append(centre, centre + self._rim * reach)
+        return np.stack([placed.real, placed.imag], 1)
+
+
+@dataclass(frozen=True)
+class _SegmentPoints:
+    """Points on segments of a closed chain of landmarks: point ``k`` lies ``share[k]`` of the way
+    from landmark ``start[k]`` to landmark ``end[k]``."""
+
+    start: np.ndarray
+    end: np.ndarray
+    share: np.ndarray
+
+    def place(self, points: np.ndarray) -> np.ndarray:
+        s = self.share[:, None]
+        return (1 - s) * points[self.start] + s * points[self.end]
+
+
+#: Rounds of oval segment splitting: each halves the pieces still missing; one is rarely needed.
+_RECOVERY_ROUNDS = 6
+
+
+def _inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Whether each point ``(n, 2)`` lies inside the closed ``polygon`` ``(m, 2)`` (even-odd rule)."""
+    x, y = points[:, :1], points[:, 1:]
+    x0, y0 = polygon[:, 0], polygon[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    straddles = (y0 > y) != (y1 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossing = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+    return ((straddles & (x < crossing)).sum(1) % 2).astype(bool)
+
+
+def _around_face(
+    vertices: np.ndarray, oval: np.ndarray, outside: np.ndarray, first: int
+) -> tuple[_SegmentPoints, np.ndarray]:
+    """The triangles around the face: a Delaunay triangulation of the face ``oval`` (landmark
+    indices, going round) with the ``outside`` vertices, less its triangles inside the oval.
+
+    Each oval segment must be an edge, so that these triangles and the face's meet without overlap;
+    a segment that is not is split at its midpoint, and the triangulation redone, until every piece
+    is (a piece short enough has an empty diametral circle, which makes it a Delaunay edge). Returns
+    the split points (numbered from ``first``) and the triangles.
+    """
+    segment = np.arange(len(oval))
+    share = np.zeros(len(oval))
+    outside = outside[~_inside(vertices[outside], vertices[oval])]  # none, unless a ring point strays
+    for attempt in range(_RECOVERY_ROUNDS + 1):
+        start, end = oval[segment], oval[(segment + 1) % len(oval)]
+        ring = (1 - share)[:, None] * vertices[start] + share[:, None] * vertices[end]
+        points = np.concatenate([ring, vertices[outside]])
+        simplices = Delaunay(points).simplices
+        n = len(points)
+        edges = np.sort(simplices[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), 1)
+        wanted = np.sort(np.stack([np.arange(len(ring)), (np.arange(len(ring)) + 1) % len(ring)], 1), 1)
+        missing = ~np.isin(wanted[:, 0] * n + wanted[:, 1], edges[:, 0] * n + edges[:, 1])
+        # Past the last round a piece still missing overlaps the face a little: the rasteriser
+        # draws the face over it, so the warp stays whole.
+        if not missing.any() or attempt == _RECOVERY_ROUNDS:
+            break
+        following = np.roll(share, -1)
+        following[np.roll(segment, -1) != segment] = 1.0
+        at = np.flatnonzero(missing)
+        segment = np.insert(segment, at + 1, segment[at])
+        share = np.insert(share, at + 1, (share[at] + following[at]) / 2)
+    split = share > 0
+    splits = _SegmentPoints(oval[segment[split]], oval[(segment[split] + 1) % len(oval)], share[split])
+    numbers = np.concatenate([oval[segment], outside])
+    numbers[np.flatnonzero(split)] = first + np.arange(int(split.sum()))
+    kept = simplices[~_inside(points[simplices].mean(1), ring)]
+    # Wound like the face's triangles (positive), for a consistent mesh.
+    kept = np.where((_signed_areas(points, kept) < 0)[:, None], kept[:, [0, 2, 1]], kept)
+    return splits, numbers[kept]
+
+
+def _grown_box(points: np.ndarray, margin: tuple[float, float]) -> tuple[int, int, int, int]:
+    """The bounding box ``(x0, y0, x1, y1)`` of ``points``, grown on each side by ``margin`` (x, y) of
+    its width, in whole pixels."""
+    (x0, y0), (x1, y1) = points.min(0), points.max(0)
+    grow = np.array(margin) * (x1 - x0)
+    return (
+        int(np.floor(x0 - grow[0])),
+        int(np.floor(y0 - grow[1])),
+        int(np.ceil(x1 + grow[0])) + 1,
+        int(np.ceil(y1 + grow[1])) + 1,
+    )
 
 
 def _on_person(person: np.ndarray, points: np.ndarray) -> np.ndarray:
