@@ -202,11 +202,7 @@ class SqliteJobStore:
                     *_ACTIVE,
                 ),
             ).fetchone()
-            if row is None:
-                return None
-            job = _job(row)
-            self._enqueue_webhook(conn, job, now)
-            return job
+            return self._settled(conn, row, now)
 
     # -- the workers' side -----------------------------------------------------------------------
     _RUNNABLE = (
@@ -273,11 +269,7 @@ class SqliteJobStore:
                     lease.token,
                 ),
             ).fetchone()
-            if row is None:
-                return None
-            job = _job(row)
-            self._enqueue_webhook(conn, job, now)
-            return job
+            return self._settled(conn, row, now)
 
     # -- housekeeping ----------------------------------------------------------------------------
     def sweep(self, now: float) -> SweepReport:
@@ -306,6 +298,15 @@ class SqliteJobStore:
         return SweepReport(failed=failed, expired=expired)
 
     # -- webhook outbox --------------------------------------------------------------------------
+    def _settled(self, conn: sqlite3.Connection, row: sqlite3.Row | None, now: float) -> Job | None:
+        """The job a terminal ``UPDATE ... RETURNING`` produced (``None`` when it matched nothing, e.g.
+        a stale lease), with its webhook queued in the same transaction."""
+        if row is None:
+            return None
+        job = _job(row)
+        self._enqueue_webhook(conn, job, now)
+        return job
+
     @staticmethod
     def _enqueue_webhook(conn: sqlite3.Connection, job: Job, now: float) -> None:
         """Called inside the transaction that made ``job`` terminal (the outbox pattern)."""
