@@ -49,7 +49,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -580,15 +580,8 @@ def _get(
     The request goes to the address itself; the URL's host name is kept for the ``Host`` header and,
     with TLS, for SNI and certificate verification (httpx's ``sni_hostname`` request extension).
     """
-    netloc = target.url.netloc.decode("ascii")
     last: Exception | None = None
-    for address in addresses:
-        request = client.build_request(
-            "GET",
-            target.url.copy_with(host=str(address), username=None, password=None),
-            headers={"Host": netloc},
-            extensions={"sni_hostname": target.host} if target.url.scheme == "https" else {},
-        )
+    for request in pinned_requests(client, "GET", target.url, target.host, addresses):
         try:
             response = client.send(request, stream=True)
         except httpx.ConnectError as exc:
@@ -604,6 +597,26 @@ def _get(
             response.close()
         return
     raise FetchError(f"{kind}: {shown}: could not connect to {target.host} ({last})")
+
+
+def pinned_requests(
+    client: httpx.Client | httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    host: str,
+    addresses: list[IPAddress],
+    **options: Any,
+) -> Iterator[httpx.Request]:
+    """One request per vetted address of ``host``, to try in turn: each goes to the address itself,
+    so a DNS answer that changes after the check (rebinding) is never used, while the URL's host name
+    stays in the ``Host`` header and, with TLS, in SNI and certificate verification (httpx's
+    ``sni_hostname`` extension). Shared by the input fetcher and the webhook sender."""
+    netloc = url.netloc.decode("ascii")
+    headers = {**options.pop("headers", {}), "Host": netloc}
+    extensions = {"sni_hostname": host} if url.scheme == "https" else {}
+    for address in addresses:
+        pinned = url.copy_with(host=str(address), username=None, password=None)
+        yield client.build_request(method, pinned, headers=headers, extensions=extensions, **options)
 
 
 def _timeout(exc: httpx.TimeoutException, kind: str, shown: str, policy: FetchPolicy) -> FetchError:

@@ -25,11 +25,12 @@ import logging
 import socket
 import time
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from stillmotion.inputs import FetchPolicy, refusal
+from stillmotion.inputs import FetchPolicy, IPAddress, pinned_requests, refusal
 from stillmotion.service.auth import KeyStore
 from stillmotion.service.jobs import Delivery, JobStore, WebhookOutbox
 from stillmotion.service.schemas import result_body
@@ -80,9 +81,11 @@ class UnsafeTarget(Exception):
     pass
 
 
-def check_target(url: str, policy: FetchPolicy) -> None:
+def check_target(url: str, policy: FetchPolicy) -> list[IPAddress]:
     """Refuse webhook URLs that lead into our own network (SSRF), with the input fetcher's address rules
-    and allow list. Raises ``UnsafeTarget``. Resolves the host name, so call it off the event loop."""
+    and allow list; returns the vetted addresses, which the delivery then connects to (so a DNS answer
+    that changes afterwards is never used). Raises ``UnsafeTarget``. Resolves the host name, so call
+    it off the event loop."""
     parts = urlsplit(url)
     host = (parts.hostname or "").rstrip(".").lower()
     if parts.scheme not in ("http", "https") or not host:
@@ -93,16 +96,35 @@ def check_target(url: str, policy: FetchPolicy) -> None:
         )
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeTarget(f"the host {host} could not be resolved ({exc})") from None
+    addresses: list[IPAddress] = []
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         why = refusal(address)
         if why is not None and not policy.allows(host, address):
             raise UnsafeTarget(f"{host} resolves to {why} ({address}), which is refused")
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
 
 
 def backoff_s(attempts_made: int, base_s: float) -> float:
     """Delay before the next attempt after ``attempts_made`` failed ones: base, 2×base, 4×base ..."""
     return base_s * (2 ** max(attempts_made - 1, 0))
+
+
+async def _post_pinned(
+    client: httpx.AsyncClient, url: str, addresses: list[IPAddress], **options: Any
+) -> httpx.Response:
+    """POST to the first of the vetted ``addresses`` that accepts a connection."""
+    target = httpx.URL(url)
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    last: httpx.ConnectError | None = None
+    for request in pinned_requests(client, "POST", target, host, addresses, **options):
+        try:
+            return await client.send(request)
+        except httpx.ConnectError as exc:
+            last = exc  # the host's next address
+    raise last if last is not None else httpx.ConnectError(f"no address to connect to for {host}")
 
 
 class WebhookDispatcher:
@@ -169,10 +191,12 @@ class WebhookDispatcher:
         error: str | None = None
         status = 0
         try:
-            await asyncio.to_thread(check_target, delivery.url, self.policy)
+            addresses = await asyncio.to_thread(check_target, delivery.url, self.policy)
             timestamp = int(time.time())
-            response = await client.post(
+            response = await _post_pinned(
+                client,
                 delivery.url,
+                addresses,
                 content=body,
                 headers={
                     "content-type": "application/json",
