@@ -25,9 +25,5 @@ class NoFaceError(InputError):
     """No usable face where one is needed (the photo, or every frame of the driving video)."""
 
 
-class Cancelled(StillmotionError):
-    """The work was cancelled by its owner before it finished."""
-
-
 class SafetyBlocked(InputError):
     """The safety checker blocked the photo (surfaces as a FAILED request, as content blocks do)."""

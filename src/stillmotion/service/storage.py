@@ -46,11 +46,6 @@ _EXTENSIONS = {
 }
 
 
-def extension_for(content_type: str) -> str | None:
-    """The file extension we store a media type under; ``None`` if we do not take that type."""
-    return _EXTENSIONS.get(content_type.split(";")[0].strip().lower())
-
-
 def accepted_types() -> list[str]:
     return sorted(_EXTENSIONS)
 
