@@ -12,7 +12,7 @@ import numpy as np
 MAX_ASPECT = Fraction(16, 9)
 
 
-def _even(value: float) -> int:
+def _even(value: float | Fraction) -> int:
     return max(2, round(value / 2) * 2)
 
 

@@ -205,11 +205,11 @@ class MeshWarp:
         moving = np.abs(back).max(-1) > _STILL
         if not moving.any():
             return None
-        rows, cols = np.flatnonzero(moving.any(1)), np.flatnonzero(moving.any(0))
+        moving_rows, moving_cols = np.flatnonzero(moving.any(1)), np.flatnonzero(moving.any(0))
         gh, gw = self._grid_shape
         # Still nodes of margin: one to interpolate toward, one where the upsampling clamps.
-        rows = slice(max(rows[0] - 2, 0), min(rows[-1] + 3, gh))
-        cols = slice(max(cols[0] - 2, 0), min(cols[-1] + 3, gw))
+        rows = slice(max(int(moving_rows[0]) - 2, 0), min(int(moving_rows[-1]) + 3, gh))
+        cols = slice(max(int(moving_cols[0]) - 2, 0), min(int(moving_cols[-1]) + 3, gw))
         return self._refine(self._dense(back, rows, cols), target)
 
     def warp(self, photo: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -226,7 +226,7 @@ class WebhookDispatcher:
             delivery.id,
             delivery.url,
             error,
-            "giving up" if give_up else f"retry in {next_at - time.time():.0f} s",
+            "giving up" if next_at is None else f"retry in {next_at - time.time():.0f} s",
         )
         self.outbox.record_attempt(
             delivery.id, body=body, delivered=False, next_attempt_at=next_at, error=error
