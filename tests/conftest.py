@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from stillmotion.samples import sample_image, sample_video
 
-from cli_support import CliRun
+from cli_support import CliRun, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +28,4 @@ def driving() -> Path:
 @pytest.fixture(scope="session")
 def cli() -> CliRun:
     """Run ``stillmotion ARGS...`` in a fresh interpreter, as a user would, and capture its output."""
-
-    def run(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stillmotion", *map(str, args)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    return run
+    return run_cli

@@ -17,6 +17,8 @@ import av
 import cv2
 import numpy as np
 
+from stillmotion.samples import ping_pong
+
 #: Length of a click in seconds: long enough to survive AAC, far shorter than a video frame.
 CLICK_SECONDS = 0.010
 #: Mean brightness above which a frame counts as marked (carphone's frames average about 100).
@@ -90,17 +92,8 @@ def with_damaged_video(video_in: Path, out: Path, packets: Iterable[int] = (40,)
 
 
 def looped_video(src: Path, out: Path, seconds: float) -> Path:
-    """A ``seconds``-long video that plays the short clip ``src`` forwards, backwards, forwards, …
-
-    The output is encoded as it is generated; only the source clip's frames are held (as compact
-    yuv420p), since playing it backwards needs them. Ping-pong avoids a jump at each loop.
-    """
-    fps = _rate_of(src)
-    clip = [frame.reformat(format="yuv420p") for frame in _decoded_frames(src)]
-    cycle = clip + clip[-2:0:-1]
-    total = round(seconds * fps)
-    _encode(out, fps, (cycle[index % len(cycle)] for index in range(total)))
-    return Path(out)
+    """A ``seconds``-long video that plays the short clip ``src`` forwards, backwards, forwards, …"""
+    return ping_pong(src, Path(out), seconds)
 
 
 def video_with_fps(src: Path, out: Path, fps: Fraction) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from fractions import Fraction
@@ -13,6 +14,7 @@ import pytest
 
 from stillmotion.engine import media
 
+from http_support import QuietHandler, serve_http
 from media_factory import click_onsets, still_video, with_audio, with_damaged_audio
 from video_checks import audio_samples, frame_digest, frames, probe
 
@@ -230,17 +232,8 @@ def test_a_23_976_driving_rate_is_kept_exactly(cli, photo, driving, tmp_path):
 @pytest.fixture
 def http_folder(tmp_path):
     """A real HTTP server on loopback serving ``tmp_path``."""
-    import functools
-    import http.server
-    import threading
-
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_http(functools.partial(QuietHandler, directory=str(tmp_path))) as base:
+        yield tmp_path, base
 
 
 def test_inputs_may_be_http_urls(cli, photo, driving, http_folder):

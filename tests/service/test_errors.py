@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+
 from service_support import MODEL, Media, Server, payload, status_of, wait_for
 
 pytestmark = pytest.mark.timeout(120)

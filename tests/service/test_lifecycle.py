@@ -11,9 +11,11 @@ from typing import Any
 
 import psutil
 import pytest
-from service_support import MODEL, Media, Server, WebhookReceiver, cli, payload, status_of, wait_for
 
 from stillmotion.service.auth import KeyStore
+
+from cli_support import run_cli
+from service_support import MODEL, Media, Server, WebhookReceiver, payload, status_of, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -103,7 +105,8 @@ def test_webhook_is_signed_retried_and_carries_the_result(
     server: Server, key: str, media: Media, webhook_receiver: WebhookReceiver
 ) -> None:
     webhook_receiver.statuses[:] = [500, 200]  # the first delivery fails, the retry succeeds
-    secret = cli("keys", "webhook-secret", "--data-dir", server.data_dir, key).stdout.strip().splitlines()[-1]
+    shown = run_cli("keys", "webhook-secret", "--data-dir", server.data_dir, key)
+    secret = shown.stdout.strip().splitlines()[-1]
     with server.client(key) as http:
         request_id = http.post(f"/v2/{MODEL}", json=payload(media, webhook_url=webhook_receiver.url)).json()[
             "request_id"

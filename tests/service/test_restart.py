@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import psutil
 import pytest
+
 from service_support import FAST_SETTINGS, MODEL, Media, Server, status_of, wait_for
 
 pytestmark = pytest.mark.timeout(240)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from segmind import InferenceFailed, SegmindClient
+
 from service_support import MODEL, Media, Server, payload
 
 pytestmark = pytest.mark.timeout(180)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import http.server
 import ipaddress
-import threading
 
 import httpx
 
 from stillmotion.service.webhooks import _post_pinned
+
+from http_support import serve_http
 
 
 def test_a_webhook_goes_to_the_vetted_address_with_its_own_host_name():
@@ -25,19 +26,13 @@ def test_a_webhook_goes_to_the_vetted_address_with_its_own_host_name():
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    # ".invalid" never resolves (RFC 6761): only a request sent to the vetted address can arrive.
-    url = f"http://hooks.example.invalid:{port}/in"
-
-    async def post() -> httpx.Response:
+    async def post(url: str) -> httpx.Response:
         async with httpx.AsyncClient(trust_env=False) as client:
             return await _post_pinned(client, url, [ipaddress.ip_address("127.0.0.1")], content=b"{}")
 
-    try:
-        response = asyncio.run(post())
-    finally:
-        server.shutdown()
+    with serve_http(Receiver) as base:
+        port = base.rsplit(":", 1)[1]
+        # ".invalid" never resolves (RFC 6761): only a request sent to the vetted address can arrive.
+        response = asyncio.run(post(f"http://hooks.example.invalid:{port}/in"))
     assert response.status_code == 204
     assert seen == {"host": f"hooks.example.invalid:{port}", "body": "{}"}

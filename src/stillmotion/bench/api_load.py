@@ -12,14 +12,9 @@ on the same 2 cores as the server and its render, so the numbers include that co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,16 +23,11 @@ from typing import Any
 import httpx
 
 from stillmotion.samples import sample_image, sample_video
+from stillmotion.service.process import ServerProcess
 
 MODEL = "p-video-animate"
 #: Seconds one render of the 4-second sample takes at most here, to size the queue of renders.
 _RENDER_S_LOW = 3.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:
@@ -46,50 +36,6 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
         return math.nan
     rank = max(1, math.ceil(fraction * len(sorted_values)))
     return sorted_values[rank - 1]
-
-
-@contextlib.contextmanager
-def _server(data_dir: Path, port: int) -> Any:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stillmotion",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--workers",
-            "1",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError("the server exited at start")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not start within 60 s")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def _poll(
@@ -171,8 +117,8 @@ def run(pollers: int = 200, seconds: float = 10.0, interval_s: float = 1.0) -> d
         data_dir = Path(tmp) / "data"
         _, key = KeyStore(data_dir / "stillmotion.db").create("bench", 1e9)
         with (
-            _server(data_dir, _free_port()) as base,
-            httpx.Client(base_url=base, headers={"x-api-key": key}, timeout=60) as http,
+            ServerProcess(data_dir, args=("--workers", "1", "--log-level", "warning")) as server,
+            httpx.Client(base_url=server.base_url, headers={"x-api-key": key}, timeout=60) as http,
         ):
 
             def upload(path: Path, content_type: str) -> str:
@@ -195,7 +141,7 @@ def run(pollers: int = 200, seconds: float = 10.0, interval_s: float = 1.0) -> d
             deadline = time.monotonic() + 60
             while http.get(urls[0]).json()["status"] == "QUEUED" and time.monotonic() < deadline:
                 time.sleep(0.1)
-            results = asyncio.run(_load(base, key, urls, pollers, seconds, interval_s))
+            results = asyncio.run(_load(server.base_url, key, urls, pollers, seconds, interval_s))
             completed = sum(http.get(url).json()["status"] == "COMPLETED" for url in urls)
             for job in jobs:
                 http.post(job["cancel_url"])

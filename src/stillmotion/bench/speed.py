@@ -16,9 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stillmotion.engine import media
 from stillmotion.engine.options import RenderOptions
-from stillmotion.samples import sample_image, sample_video
+from stillmotion.samples import ping_pong, sample_image, sample_video
 
 
 @dataclass(frozen=True)
@@ -34,18 +33,6 @@ CONFIGS = (
     SpeedConfig("1080p", 1080, False),
     SpeedConfig("1080p-turbo", 1080, True),
 )
-
-
-def ping_pong_clip(source: Path, output: Path, seconds: float) -> Path:
-    """``source`` played forward, backward, forward... until ``seconds`` long, without audio."""
-    info = media.probe_video(source)
-    frames = list(media.iter_frames(source))  # the sample is 120 small frames
-    cycle = frames + frames[-2:0:-1]
-    total = max(1, round(seconds * float(info.fps)))
-    with media.VideoWriter(output, info.width, info.height, info.fps, preset="veryfast", crf=12) as writer:
-        for index in range(total):
-            writer.write(cycle[index % len(cycle)])
-    return output
 
 
 def measure(config: SpeedConfig, video: Path, output: Path) -> dict[str, object]:
@@ -76,7 +63,7 @@ def run(seconds: float = 12.0, configs: tuple[SpeedConfig, ...] = CONFIGS) -> li
     """Every configuration, each in its own subprocess, on a ``seconds``-long driving clip."""
     results = []
     with tempfile.TemporaryDirectory(prefix="stillmotion-bench-") as work:
-        clip = ping_pong_clip(sample_video(), Path(work) / "driving.mp4", seconds)
+        clip = ping_pong(sample_video(), Path(work) / "driving.mp4", seconds)
         for config in configs:
             out = Path(work) / f"{config.name}.mp4"
             completed = subprocess.run(
