@@ -111,6 +111,16 @@ def test_landmark_error_is_a_shift_in_interocular_units() -> None:
     assert metrics.landmark_error(face, face) == 0.0
 
 
+def test_a_detector_offset_turns_and_scales_with_the_face() -> None:
+    face = _face()
+    offset = np.tile([2.0, 0.0], (len(face), 1))  # the detector reads every point 2 px to the right
+    turn = np.array([[0.0, -1.0], [1.0, 0.0]])  # a quarter turn, then twice the size
+    moved = face.copy()
+    moved[:, :2] = 2.0 * face[:, :2] @ turn.T + [40.0, -7.0]
+    carried = metrics.carry_offset(offset, face, moved)
+    np.testing.assert_allclose(carried, np.tile([0.0, 4.0], (len(face), 1)), atol=1e-9)
+
+
 def test_face_measures_are_the_engine_measures() -> None:
     face = _face()
     measures = metrics.face_measures(face)

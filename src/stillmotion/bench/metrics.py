@@ -95,6 +95,14 @@ def landmark_error(detected: np.ndarray, reference: np.ndarray) -> float:
     return float(distances.mean() / fm.interocular(reference))
 
 
+def carry_offset(offset: np.ndarray, rest: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """``offset`` ``(n, 2)``, measured on a face at ``rest``, turned and scaled as the face moved to
+    ``moved`` (the 2D similarity of the rigid points between them): a detector's constant offset on
+    a face travels with the face."""
+    pose = fm.fit_similarity(rest[fm.RIGID, :2], moved[fm.RIGID, :2])
+    return pose.scale * offset @ pose.rotation.T
+
+
 def face_measures(landmarks: np.ndarray) -> dict[str, float]:
     """The engine's face measures of one frame, keyed as ``SERIES``: mouth opening, each eye's
     openness, gaze (iris within the eye) and head angles in degrees."""

@@ -118,6 +118,8 @@ FOREHEAD, CHIN, RIGHT_TEMPLE, LEFT_TEMPLE = 10, 152, 234, 454
 RIGHT_EYE = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246])
 LEFT_EYE = np.array([263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466])
 IRISES = np.arange(468, 478)
+#: Both eyes' lid contours (corners included).
+LIDS = np.concatenate([RIGHT_EYE, LEFT_EYE])
 #: Points whose fast motion carries meaning (blinks, gaze shifts, lip closures last a few frames):
 #: smoothing must not lag on them as it may on the skull.
 EXPRESSIVE = np.unique(np.concatenate([RIGHT_EYE, LEFT_EYE, IRISES, INNER_LIPS, OUTER_LIPS]))
@@ -184,18 +186,29 @@ def mouth_opening(lm: np.ndarray) -> float:
     return float(gap / max(width, 1e-6))
 
 
-def _eye_openness(lm: np.ndarray, lids: tuple[tuple[int, int], ...], corners: tuple[int, int]) -> float:
-    gap = np.mean([np.linalg.norm(lm[a, :2] - lm[b, :2]) for a, b in lids])
-    width = np.linalg.norm(lm[corners[0], :2] - lm[corners[1], :2])
-    return float(gap / max(width, 1e-6))
+def eye_gaps(lm: np.ndarray) -> tuple[float, float]:
+    """(right, left) gap between the lids, in the landmarks' units (the mean of three lid pairs)."""
+    return tuple(  # type: ignore[return-value]
+        float(np.mean([np.linalg.norm(lm[a, :2] - lm[b, :2]) for a, b in lids]))
+        for lids in (RIGHT_EYE_LIDS, LEFT_EYE_LIDS)
+    )
 
 
 def eye_openness(lm: np.ndarray) -> tuple[float, float]:
     """(right, left) lid gap over eye width: about 0.25 to 0.35 open, under 0.1 closed."""
-    return (
-        _eye_openness(lm, RIGHT_EYE_LIDS, RIGHT_EYE_CORNERS),
-        _eye_openness(lm, LEFT_EYE_LIDS, LEFT_EYE_CORNERS),
-    )
+    gaps = eye_gaps(lm)
+    widths = [np.linalg.norm(lm[a, :2] - lm[b, :2]) for a, b in (RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS)]
+    return (float(gaps[0] / max(widths[0], 1e-6)), float(gaps[1] / max(widths[1], 1e-6)))
+
+
+def eye_frame(points: np.ndarray) -> tuple[np.ndarray, complex, complex]:
+    """2D ``points`` (an eye's two corners first) as complex numbers in that eye's own frame, and
+    the frame's origin and unit (image = origin + eye * unit): the corners go to 0 and 1, and
+    down the face is +imag. Lids, iris and gaze are measured there, free of the head's roll and size.
+    """
+    z = points[:, 0] + 1j * points[:, 1]
+    left, right = complex(z[0]), complex(z[1])
+    return (z - left) / (right - left), left, right - left
 
 
 def gaze(lm: np.ndarray) -> tuple[float, float]:

@@ -43,6 +43,9 @@ class LandmarkLog:
         record = np.frombuffer(self._file.read(_RECORD_BYTES), np.float32).reshape(_RECORD)
         return None if np.isnan(record[0, 0]) else record.astype(np.float64)
 
+    def __len__(self) -> int:
+        return self.count
+
     def __iter__(self) -> Iterator[np.ndarray | None]:
         for index in range(self.count):
             yield self[index]

@@ -1,5 +1,6 @@
 """From driving landmarks to the photo's target landmarks: head pose apart from expression, both
-transferred *relative* to a neutral reference frame, smoothed, and resampled in time.
+transferred *relative* to a neutral reference frame, smoothed without lag (forward and backward in
+time), and resampled in time.
 
 Relative transfer follows the "relative" mode of Siarohin et al., "First Order Motion Model for Image
 Animation" (NeurIPS 2019) and LivePortrait (Guo et al., 2024): the photo keeps its own identity and
@@ -9,8 +10,9 @@ starting expression, and receives only the *change* the driving face makes from 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -104,11 +106,15 @@ class Retargeter:
     would otherwise never close them. Where the photo's lips are parted wider than the reference's,
     the jaw (lower lip, chin) is first raised by the difference, so at the reference the photo's mouth
     is as open as the driving mouth and closes when it closes; the lips' shape stays the photo's own.
+    The lids' motion is scaled by the photo's lid gap over the reference's (``_lid_gain``), so a
+    blink closes the photo's eye however wide it is.
     """
 
     #: Soft limits on the head's travel, in the photo's inter-ocular distances, and on its change of
     #: scale: a handheld driving camera's drift must not walk the head out of the photo's composition.
-    MAX_SHIFT = 0.6
+    #: Motion up to ``_KNEE`` of a limit passes unchanged, so a head that moves as people do while
+    #: talking (the sample's travels up to 0.8) is followed exactly.
+    MAX_SHIFT = 1.0
     MAX_SCALE_CHANGE = 0.15
 
     def __init__(self, photo: np.ndarray, reference: np.ndarray):
@@ -118,6 +124,7 @@ class Retargeter:
         self._pivot = photo[fm.RIGID].mean(0)
         self._face = fm.interocular(photo)
         self._jaw_closure = _jaw_closure(photo, fm.mouth_opening(reference))
+        self._lid_gain = _lid_gain(photo, reference, self._to_photo.scale)
 
     def target(self, driving: np.ndarray) -> np.ndarray:
         """The photo's landmarks ``(478, 3)`` as they should be for this driving frame."""
@@ -126,6 +133,7 @@ class Retargeter:
         # Expression: the driving face with its pose undone, less the reference face.
         expression = pose.inverse().apply(driving) - ref
         align = self._to_photo
+        expression = expression * self._lid_gain
         photo_expr = self._photo + self._jaw_closure + align.scale * expression @ align.rotation.T
         # Pose change expressed in the photo's frame: conjugate the rotation by the alignment.
         rotation = align.rotation @ pose.rotation @ align.rotation.T
@@ -135,6 +143,24 @@ class Retargeter:
         shift = _soft_limit(shift, self.MAX_SHIFT * self._face)
         scale = float(np.exp(_soft_limit(np.log(pose.scale), np.log1p(self.MAX_SCALE_CHANGE))))
         return scale * (photo_expr - self._pivot) @ rotation.T + self._pivot + shift
+
+
+#: Bounds on how much more (or less) a photo's lids move than the driving lids, relative to the
+#: face: from an eye half as open as the driving one to one three times as open (a cartoon's).
+_LID_GAIN_RANGE = (0.5, 3.0)
+
+
+def _lid_gain(photo: np.ndarray, reference: np.ndarray, scale: float) -> np.ndarray:
+    """Per-landmark factors ``(478, 1)`` on the expression's motion: each eye's lids move by the
+    driving lids' motion times the ratio of the photo's lid gap to the reference's (the gaps
+    compared at the same face size, ``scale`` being the reference-to-photo similarity's), so a
+    blink closes any eye, large or small, and widening opens it by the same share; 1 elsewhere.
+    """
+    gain = np.ones((len(photo), 1))
+    gaps = zip(fm.eye_gaps(photo), fm.eye_gaps(reference), strict=True)
+    for contour, (photo_gap, reference_gap) in zip((fm.RIGHT_EYE, fm.LEFT_EYE), gaps, strict=True):
+        gain[contour] = np.clip(photo_gap / max(scale * reference_gap, 1e-9), *_LID_GAIN_RANGE)
+    return gain
 
 
 def _jaw_closure(photo: np.ndarray, reference_opening: float) -> np.ndarray:
@@ -162,13 +188,20 @@ def _jaw_closure(photo: np.ndarray, reference_opening: float) -> np.ndarray:
     return offsets
 
 
-def _soft_limit(value: np.ndarray | float, limit: float) -> np.ndarray:
-    """``value`` unchanged when small, its magnitude eased toward ``limit`` (tanh) when large."""
+#: Share of a soft limit below which values pass unchanged.
+_KNEE = 0.6
+
+
+def _soft_limit(value: np.ndarray | float, limit: float, knee: float = _KNEE) -> np.ndarray:
+    """``value`` unchanged up to ``knee`` of ``limit`` in magnitude; beyond, its magnitude eased toward
+    ``limit`` (tanh), with no kink at the knee."""
     value = np.asarray(value, dtype=np.float64)
     size = float(np.linalg.norm(value))
-    if size < 1e-9:
+    start = knee * limit
+    if size <= start:
         return value
-    return value * (limit * np.tanh(size / limit) / size)
+    room = limit - start
+    return value * ((start + room * np.tanh((size - start) / room)) / size)
 
 
 class LostFaceBridge:
@@ -193,6 +226,46 @@ class LostFaceBridge:
         t = min(max(self._missing - self._hold, 0) / self._ease, 1.0)
         t = t * t * (3 - 2 * t)  # smoothstep: no jolt at either end of the ease
         return (1 - t) * self._last + t * self._rest
+
+
+class LandmarkStore(Protocol):
+    """Per-frame landmarks, appended in order and read or rewritten by index (``LandmarkLog``; a
+    list will do in tests)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> np.ndarray | None: ...
+    def __setitem__(self, index: int, landmarks: np.ndarray) -> None: ...
+    def append(self, landmarks: np.ndarray) -> None: ...
+
+
+def smooth_zero_phase(
+    landmarks: LandmarkStore, smoothed: LandmarkStore, make_filter: Callable[[], OneEuroFilter]
+) -> None:
+    """Append to the empty ``smoothed`` every frame of ``landmarks`` filtered without lag: the mean
+    of one filter run forward in time and another run backward (forward–backward filtering, as
+    ``filtfilt`` does for linear filters: Oppenheim and Schafer, "Discrete-Time Signal Processing",
+    3rd ed., 2010).
+
+    A causal filter delays every deliberate motion by about ``1 / (2π cutoff)`` (a head turn lands a
+    tenth of a second late at 1.5 Hz); the backward run leads by as much, so their mean keeps the
+    timing and still removes the jitter. For a first-order low-pass the mean's frequency response is
+    exactly the squared magnitude of the causal one. ``landmarks`` must have a face on every frame
+    (bridge the gaps first).
+    """
+    if len(smoothed):
+        raise ValueError("smooth_zero_phase appends to an empty store")
+    forward, backward = make_filter(), make_filter()
+    for index in range(len(landmarks)):
+        smoothed.append(forward(_present(landmarks[index])))
+    for index in range(len(landmarks) - 1, -1, -1):
+        ahead = backward(_present(landmarks[index]))
+        smoothed[index] = (_present(smoothed[index]) + ahead) / 2.0
+
+
+def _present(landmarks: np.ndarray | None) -> np.ndarray:
+    if landmarks is None:
+        raise ValueError("smooth_zero_phase needs a face on every frame: bridge the gaps first")
+    return landmarks
 
 
 def resample_positions(n_in: int, fps_in: float, fps_out: float | None) -> tuple[int, np.ndarray]:

@@ -8,9 +8,12 @@ three, as a real mouth is:
 * the photo's upper inner mouth (upper teeth), attached to the target upper lip at its own height;
 * the photo's lower inner mouth (lower teeth), attached to the target lower lip;
 * between them, the newly opened cavity: the driving frame's inner mouth (tongue, teeth, shading),
-  mapped by the affine between the two inner-lip contours and re-coloured in Lab, lightness rescaled
-  to the photo's own mouth and hue taken from the photo's lips (Reinhard et al., "Color Transfer
-  between Images", IEEE CG&A 2001), so it matches the face rather than the driving video's lighting.
+  mapped by the affine between the two inner-lip contours and brought into the photo's light by a
+  gain per colour channel, the ratio of the photo's skin colour to the driving face's (a diagonal,
+  von Kries-type adaptation: Finlayson, Drew and Funt, "Diagonal transforms suffice for color
+  constancy", ICCV 1993). The cavity keeps its own darkness *relative to the skin* around it, so a
+  dark mouth stays dark and a lit tongue stays lit, whatever the two videos' exposures and white
+  balances.
 
 A photo with closed lips has no teeth strips: the cavity then fills the whole opening. This follows
 the transfer of the driving mouth interior in Averbuch-Elor et al., "Bringing Portraits to Life"
@@ -27,11 +30,12 @@ from stillmotion.engine import face_model as fm
 #: Inner lip contours from corner to corner, as the mouth frame's columns are sampled along them.
 _UPPER = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308])
 _LOWER = np.array([78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308])
-#: How much more saturated than the lips the cavity is (its dark reds are deeper than lip skin).
-_CHROMA_GAIN = 1.8
-#: Lightness range (8-bit Lab) the driving cavity is mapped into: dark, as a mouth interior is,
-#: but with room for teeth and tongue highlights.
-_CAVITY_L = (18.0, 150.0)
+#: Cheek and forehead points whose colour is the face's skin under its light: clear of lips, eyes,
+#: brows and beard line.
+_SKIN = np.array([50, 280, 101, 330, 118, 347, 205, 425, 108, 337, 151, 9])
+#: Bounds on the per-channel gain from the driving skin to the photo's (a cast stronger than this is
+#: a mis-sample, not a light).
+_GAIN_RANGE = (0.4, 2.5)
 #: Openings (target gap minus photo gap, pixels at 720p) below which nothing is drawn.
 _MIN_GAP = 1.0
 
@@ -87,12 +91,7 @@ class MouthInterior:
         self._frame = _MouthFrame(photo_landmarks)
         self._feather = feather
         self._min_gap = _MIN_GAP * feather / 1.5
-        lab = cv2.cvtColor(photo, cv2.COLOR_RGB2LAB).astype(np.float32)
-        # Midway between the outer and inner contours lies the lips' own red, clear of skin and teeth.
-        body = (photo_landmarks[fm.OUTER_LIPS, :2] + photo_landmarks[fm.INNER_LIPS, :2]) / 2
-        xs = np.clip(np.round(body[:, 0]).astype(int), 0, photo.shape[1] - 1)
-        ys = np.clip(np.round(body[:, 1]).astype(int), 0, photo.shape[0] - 1)
-        self._lip_chroma = np.median(lab[ys, xs, 1:], axis=0)
+        self._skin = _skin_colour(photo, photo_landmarks)
 
     def apply(
         self, frame: np.ndarray, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray
@@ -142,18 +141,25 @@ class MouthInterior:
     def _cavity(
         self, driving: np.ndarray, driving_lm: np.ndarray, polygon: np.ndarray, size: tuple[int, int]
     ) -> np.ndarray:
-        """The driving inner mouth mapped onto ``polygon`` (ROI coordinates), in the photo's colours."""
+        """The driving inner mouth mapped onto ``polygon`` (ROI coordinates), in the photo's light."""
         to_roi = _affine(driving_lm[fm.INNER_LIPS, :2], polygon)
         warped = cv2.warpAffine(
             driving, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
         )
-        lab = cv2.cvtColor(warped, cv2.COLOR_RGB2LAB).astype(np.float32)
-        lightness = lab[..., 0]
-        low, high = np.percentile(lightness, (5, 95))
-        span = max(float(high - low), 1.0)
-        lab[..., 0] = _CAVITY_L[0] + (lightness - low) / span * (_CAVITY_L[1] - _CAVITY_L[0])
-        # Hue from the photo's lips, deepened; only the brightest tones (teeth) fade toward white.
-        level = (lab[..., 0] - _CAVITY_L[0]) / (_CAVITY_L[1] - _CAVITY_L[0])
-        shade = _CHROMA_GAIN * np.clip((1.0 - level) / 0.3, 0.15, 1.0)
-        lab[..., 1:] = 128.0 + (self._lip_chroma - 128.0) * shade[..., None]
-        return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
+        gain = np.clip(self._skin / np.maximum(_skin_colour(driving, driving_lm), 1.0), *_GAIN_RANGE)
+        return np.minimum(warped.astype(np.float32) * gain.astype(np.float32), 255.0)
+
+
+def _skin_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Median RGB of the skin points (``_SKIN``), each a small patch around its landmark."""
+    height, width = image.shape[:2]
+    radius = max(1, round(0.02 * fm.interocular(landmarks)))
+    samples = []
+    for x, y in np.round(landmarks[_SKIN, :2]).astype(int):
+        x0, x1 = np.clip([x - radius, x + radius + 1], 0, width)
+        y0, y1 = np.clip([y - radius, y + radius + 1], 0, height)
+        if x1 > x0 and y1 > y0:
+            samples.append(image[y0:y1, x0:x1].reshape(-1, 3))
+    if not samples:
+        return np.full(3, 128.0)
+    return np.median(np.concatenate(samples), axis=0).astype(np.float64)

@@ -3,14 +3,15 @@
 Two streaming passes over the driving video, so memory stays flat whatever its length:
 
 1. **Track** every driving frame (FaceMesh) into an on-disk landmark log and per-frame features;
-   then choose the most neutral frame as the motion reference.
-2. **Render** each output frame: the driving landmarks at that instant (smoothed, interpolated for
-   another frame rate, bridged where the face was lost) are retargeted onto the photo's landmarks, the
-   photo is warped through the mesh, the inner mouth is added, and the frame is encoded — with the
+   then choose the most neutral frame as the motion reference, bridge the frames where the face was
+   lost, and smooth the whole log forward and backward in time into a second log (no lag).
+2. **Render** each output frame: the smoothed driving landmarks at that instant (interpolated for
+   another frame rate) are retargeted onto the photo's landmarks, the photo is warped through the
+   mesh, its eyes are repainted, the inner mouth is added, and the frame is encoded — with the
    driving audio muxed in by the writer.
 
-Everything about the photo (its fit to the output size, landmarks, mesh, warp tables, skin colour)
-is computed once before the render loop.
+Everything about the photo (its fit to the output size, landmarks, mesh, warp tables, skin colour,
+its eyes' lids) is computed once before the render loop.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 from stillmotion.engine import face_model as fm
 from stillmotion.engine import media
 from stillmotion.engine.compositing import PersonLayer
+from stillmotion.engine.eyes import EyeInterior, EyePaint
 from stillmotion.engine.framing import crop_window, fit_photo, output_size
 from stillmotion.engine.landmark_log import LandmarkLog
 from stillmotion.engine.motion import (
@@ -42,6 +44,7 @@ from stillmotion.engine.motion import (
     Retargeter,
     choose_reference,
     resample_positions,
+    smooth_zero_phase,
 )
 from stillmotion.engine.mouth import MouthInterior
 from stillmotion.engine.options import RenderOptions, RenderReport
@@ -118,8 +121,15 @@ class _Stages:
                 self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
 
 
-#: One Euro minimum cut-offs (Hz) of the driving landmarks: skull points, and expressive points.
-_POSE_CUTOFF_HZ, _EXPRESSION_CUTOFF_HZ = 1.5, 5.0
+#: One Euro minimum cut-offs (Hz) of the driving landmarks: skull points, and expressive points
+#: (irises, lips). Run forward and backward, each acts as its square: 8 Hz keeps lip closures and
+#: gaze shifts of a few frames (at 12 Hz the irises' noise shows and a triangle folds).
+_POSE_CUTOFF_HZ, _EXPRESSION_CUTOFF_HZ = 1.5, 8.0
+#: Lids are not filtered at all (an infinite cut-off passes every frame as it is): a blink lasts 2
+#: to 5 frames, and any cut-off low enough to matter halves its depth.
+_LID_CUTOFF_HZ = np.inf
+#: One Euro's speed coefficient: the cut-off rises by this many hertz per face unit per second.
+_SPEED_COEFFICIENT = 8.0
 #: Clips shorter than this are tracked on one thread: two trackers' start-up would outweigh the gain.
 _PARALLEL_TRACKING_SECONDS = 3.0
 #: Frames rendered on worker threads at once: the two cores' worth, plus one queued for each so
@@ -137,6 +147,7 @@ class _Photo:
     rig: HeadRig
     mesh: MeshWarp
     layer: PersonLayer | None
+    eyes: EyeInterior
     mouth: MouthInterior
 
     def render(self, vertices: np.ndarray) -> np.ndarray:
@@ -160,8 +171,9 @@ def _analyse_photo(original: np.ndarray, short_side: int, quality: Quality) -> _
     rig = HeadRig(landmarks, size, person, body_sway=quality.layered)
     mesh = rig.mesh(max(2, round(quality.grid_step * scale)))
     layer = PersonLayer(image, person, tolerance=1.5 * scale) if quality.layered else None
+    eyes = EyeInterior(image, landmarks)
     mouth = MouthInterior(image, landmarks, feather=1.5 * scale)
-    return _Photo(image, landmarks, rig, mesh, layer, mouth)
+    return _Photo(image, landmarks, rig, mesh, layer, eyes, mouth)
 
 
 def _track(
@@ -278,21 +290,35 @@ def _fill_between(log: LandmarkLog, frames: list[int], before: np.ndarray, after
         log[index] = (1 - t) * before + t * after
 
 
-class _DrivingStream:
-    """Pass 2's view of the driving video: frames and smoothed, gap-bridged landmarks, read in order
-    and looked up at fractional positions on the driving timeline."""
+def _smooth_driving(log: LandmarkLog, smoothed: LandmarkLog, reference: np.ndarray, fps: float) -> float:
+    """Fill ``smoothed`` with the driving motion to render: the gaps where the face was lost bridged
+    (``LostFaceBridge``; ``log`` is rewritten with the bridged values), then smoothed without lag
+    (``smooth_zero_phase``). Smoothing is done in face units (inter-ocular distances), so the same
+    constants suit any video size; returns that unit, in pixels, to scale ``smoothed`` back by.
+    """
+    unit = fm.interocular(reference)
+    bridge = LostFaceBridge(reference / unit, hold=round(0.5 * fps), ease=round(0.5 * fps))
+    for index in range(log.count):
+        raw = log[index]
+        log[index] = bridge(None if raw is None else raw / unit)
+    # Steady skull (pose jitter is what viewers notice), quicker irises and lips, lids as tracked.
+    cutoff = np.full((fm.N_LANDMARKS, 1), _POSE_CUTOFF_HZ)
+    cutoff[fm.EXPRESSIVE] = _EXPRESSION_CUTOFF_HZ
+    cutoff[fm.LIDS] = _LID_CUTOFF_HZ
+    smooth_zero_phase(
+        log, smoothed, lambda: OneEuroFilter(fps, min_cutoff=cutoff, beta=_SPEED_COEFFICIENT, d_cutoff=1.0)
+    )
+    return unit
 
-    def __init__(self, video: Path, log: LandmarkLog, reference: np.ndarray, fps: float):
+
+class _DrivingStream:
+    """Pass 2's view of the driving video: its frames, with the smoothed landmarks
+    (``_smooth_driving``), read in order and looked up at fractional positions on the timeline."""
+
+    def __init__(self, video: Path, motion: LandmarkLog, unit: float):
         self._frames = media.iter_frames(video)
-        self._log = log
-        self._bridge = LostFaceBridge(reference, hold=round(0.5 * fps), ease=round(0.5 * fps))
-        # Filter in face units (inter-ocular distance), so the same constants suit any video size.
-        self._unit = fm.interocular(reference)
-        # Steady skull (pose jitter is what viewers notice), quick lids, irises and lips (a blink
-        # lasts 3 to 5 frames and a heavier filter erases it).
-        cutoff = np.full((fm.N_LANDMARKS, 1), _POSE_CUTOFF_HZ)
-        cutoff[fm.EXPRESSIVE] = _EXPRESSION_CUTOFF_HZ
-        self._filter = OneEuroFilter(rate=fps, min_cutoff=cutoff, beta=8.0, d_cutoff=1.0)
+        self._motion = motion
+        self._unit = unit
         self._index = -1
         self._window: list[tuple[np.ndarray, np.ndarray]] = []  # (frame, landmarks) for index, index+1
 
@@ -301,14 +327,14 @@ class _DrivingStream:
         frame = next(self._frames, None)
         if frame is None:  # the decoder gave fewer frames than the tracker saw: hold the last
             frame = self._window[-1][0]
-        raw = self._log[min(self._index, self._log.count - 1)]
-        landmarks = self._filter(self._bridge(raw) / self._unit) * self._unit
-        self._window = [*self._window[-1:], (frame, landmarks)]
+        landmarks = self._motion[min(self._index, self._motion.count - 1)]
+        assert landmarks is not None  # smoothing leaves no gaps
+        self._window = [*self._window[-1:], (frame, landmarks * self._unit)]
 
     def at(self, position: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(landmarks at ``position``, nearest frame, that frame's landmarks)."""
         first = int(position)
-        last = min(first + 1, self._log.count - 1)
+        last = min(first + 1, self._motion.count - 1)
         while self._index < last:
             self._advance()
         (frame0, lm0), (frame1, lm1) = (
@@ -323,13 +349,17 @@ def _render(
     subject: _Photo,
     vertices: np.ndarray,
     target: np.ndarray,
+    eyes: list[EyePaint],
     driving_frame: np.ndarray,
     driving_lm: np.ndarray,
     stages: _Stages,
 ) -> np.ndarray:
-    """One output frame: the photo warped to ``vertices``, with the inner mouth drawn in."""
+    """One output frame: the photo warped to ``vertices``, its eyes repainted (``eyes``, worked out on
+    the main thread) and the inner mouth drawn in."""
     with stages("warp"):
         frame = subject.render(vertices)
+    with stages("eyes"):
+        subject.eyes.paint(frame, eyes)
     with stages("mouth"):
         subject.mouth.apply(frame, target, driving_frame, driving_lm)
     return frame
@@ -404,7 +434,7 @@ def _animate(
             if on_progress is not None:
                 on_progress(done, max(total, done))
 
-    with pool, LandmarkLog() as log:
+    with pool, LandmarkLog() as log, LandmarkLog() as motion:
         with stages("track"):
             features = _track(video, info.duration, quality, log, tick)
         subject, stages.seconds["analyse_photo"] = analysis.result()
@@ -416,15 +446,22 @@ def _animate(
                 "no face found in the driving video: use a clip in which one face is "
                 "visible, front-facing and well lit"
             )
-        reference = log[choose_reference(features)]
+        reference_index = choose_reference(features)
+        reference = log[reference_index]
         assert reference is not None
         n_out, positions = resample_positions(
             log.count, fps_in, None if options.target_fps is None else float(fps_out)
         )
         total = log.count + n_out
         duration = n_out / float(fps_out)
-        retarget = Retargeter(subject.landmarks, reference)
-        driving = _DrivingStream(video, log, reference, fps_in)
+        with stages("smooth"):
+            unit = _smooth_driving(log, motion, reference, fps_in)
+        # Motion is measured from the reference as smoothed, like every frame it is compared with:
+        # the raw frame's own tracking noise would otherwise be added to every output frame.
+        smoothed_reference = motion[reference_index]
+        assert smoothed_reference is not None
+        retarget = Retargeter(subject.landmarks, smoothed_reference * unit)
+        driving = _DrivingStream(video, motion, unit)
         audio_source = video if options.audio and info.has_audio else None
         with media.VideoWriter(
             output,
@@ -446,9 +483,10 @@ def _animate(
                         target_lm, driving_frame, driving_lm = driving.at(float(position))
                         target = retarget.target(target_lm)
                         vertices = subject.rig.vertices(target)
+                        eyes = subject.eyes.prepare(target)
                     pending.append(
                         renderers.submit(
-                            _render, subject, vertices, target, driving_frame, driving_lm, stages
+                            _render, subject, vertices, target, eyes, driving_frame, driving_lm, stages
                         )
                     )
                     if observer is not None:

@@ -13,7 +13,7 @@ and barycentric weights (the triangles are rasterised at grid resolution). Per f
 displacement at the grid is one sparse product; it is inverted into the backward map that
 ``cv2.remap`` needs by fixed-point iteration (Chen et al., "A simple fixed-point approach to invert a
 deformation field", Medical Physics 35(1), 2008), upsampled, and applied once at full resolution.
-Features finer than the grid (the eyes: an iris a few pixels across between lids a few pixels apart)
+Features finer than the grid (the eyes: lids a few pixels apart, their lashes and creases)
 get a grid node at every pixel in a small window around them.
 """
 
@@ -61,8 +61,8 @@ class MovingRegion:
 @dataclass(frozen=True)
 class _Detail:
     """A window of the photo warped at full resolution: a grid node at every pixel of
-    ``[top, top + h) x [left, left + w)``, for features finer than the coarse grid (an iris a few
-    pixels across moving between lids a few pixels apart)."""
+    ``[top, top + h) x [left, left + w)``, for features finer than the coarse grid (lids a few
+    pixels apart)."""
 
     left: int
     top: int
@@ -343,12 +343,13 @@ class HeadRig:
     * inside the face oval, MediaPipe's canonical face mesh (Kartynnik et al. 2019;
       ``face_model.canonical_triangles``), whose topology follows the face's features, not the
       accidents of a Delaunay triangulation of their projection (which makes near-degenerate slivers
-      that flip under the slightest motion, and joins iris points to lid points). Its eye openings are
-      filled by ``_EyePatch`` (the iris as its own patch) and its mouth opening by a strip between the
-      inner lips. Triangles the photo shows from behind or edge-on (past the silhouette of a turned
-      cheek, or the inner-lip strip of a closed mouth) are left out: they cover no pixel the photo
-      shows, so they cannot carry its texture, and the face's front triangles overlapping them are
-      drawn nearest last (painter's order by FaceMesh depth);
+      that flip under the slightest motion, and joins iris points to lid points). Its eye and mouth
+      openings are filled by strips between their lids and lips (what shows in an eye's opening is
+      repainted afterwards by ``eyes.EyeInterior``, the iris included). Triangles the photo shows
+      from behind or edge-on (past the silhouette of a turned cheek, or the inner-lip strip of a
+      closed mouth) are left out: they cover no pixel the photo shows, so they cannot carry its
+      texture, and the face's front triangles overlapping them are drawn nearest last (painter's
+      order by FaceMesh depth);
     * outside it, a Delaunay triangulation of the face oval with the other vertices, less its
       triangles inside the oval. The oval's segments must be edges of that triangulation, for the two
       tilings to meet without overlap: a segment that is not is split at its midpoint until it is
@@ -356,7 +357,7 @@ class HeadRig:
       stays on its segment, so the face's triangle along it warps continuously with it).
 
     Per frame (``vertices``) the target landmarks' lips and lids are first kept in order
-    (``Untangler``), the eye patches placed, and what folds remain in the face's triangles projected
+    (``Untangler``), and what folds remain in the face's triangles projected
     away (``_Unfolder``): the retargeted landmarks ask for folds a warp can only draw as dark notches
     and smears. ``source`` is ``vertices(photo_landmarks)``: at rest every vertex is exactly where it
     started. ``mesh(step)`` builds the warp, with the eyes (``detail``) at full resolution.
@@ -365,7 +366,7 @@ class HeadRig:
     RAYS = 48
     #: How far the head silhouette is searched for, and where the outer ring lies, in face radii.
     SEARCH, OUTER_GAP = 3.0, 1.6
-    HEAD_FOLLOW, NECK_FOLLOW = 1.0, 0.5
+    HEAD_FOLLOW, NECK_FOLLOW = 1.0, 0.8
     #: Height of the band around the chin over which the ring's follow eases from head to neck, in
     #: face radii.
     NECK_BAND = 0.5
@@ -410,27 +411,26 @@ class HeadRig:
         chin, band = photo_landmarks[fm.CHIN, 1], 0.5 * self.NECK_BAND * radius
         follow = np.interp(head[:, 1], [chin - band, chin + band], [self.HEAD_FOLLOW, self.NECK_FOLLOW])
         self._head_follow = follow[:, None]
+        # Below the ears the ring hugs the jaw: it moves as the nearest jaw point does (a head tilting
+        # back squashes the jaw upward, which no similarity of the whole oval captures), or the band
+        # between jaw and ring is stretched into a bulge of skin.
+        self._nearest_oval = np.argmin(np.linalg.norm(head[:, None] - oval[None], axis=2), axis=1)
+        self._jaw_share = np.clip((rays[:, 1] - 0.1) / 0.25, 0.0, 1.0)[:, None]
         self._body = body
         self._body_follow = self.BODY_FOLLOW if body_sway else np.zeros(2)
         self._still = np.concatenate([outer, anchors])
         self._untangle = Untangler(lm2)
-        self._eyes = tuple(
-            _EyePatch(lm2, upper, lower, iris)
-            for upper, lower, iris in (
-                (fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER, fm.RIGHT_IRIS),
-                (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER, fm.LEFT_IRIS),
-            )
-        )
-        # Vertex order: landmarks, head ring, body, still points, each eye's patch, oval split points.
+        # Vertex order: landmarks, head ring, body, still points, oval split points.
         placed = self._place(photo_landmarks)
-        first = len(lm2) + len(head) + len(body) + len(self._still)
-        faces = [fm.canonical_triangles(), _ladder(fm.UPPER_INNER_LIP, fm.LOWER_INNER_LIP)]
+        eyes = ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER))
+        face = np.concatenate(
+            [
+                fm.canonical_triangles(),
+                _ladder(fm.UPPER_INNER_LIP, fm.LOWER_INNER_LIP),
+                *(_ladder(upper, lower) for upper, lower in eyes),
+            ]
+        )
         depth = np.concatenate([photo_landmarks[:, 2], np.full(len(placed) - len(lm2), np.nan)])
-        for eye in self._eyes:
-            faces.append(eye.triangles(first))
-            depth[first : first + eye.size] = photo_landmarks[eye.contour, 2].mean()
-            first += eye.size
-        face = np.concatenate(faces)
         face = face[_signed_areas(placed, face) > 0]
         self._unfold = _Unfolder(placed, face)
         outside = np.arange(len(lm2), len(lm2) + len(head) + len(body) + len(self._still))
@@ -438,7 +438,9 @@ class HeadRig:
         self.source = self.vertices(photo_landmarks)
         self.size = size
         #: The boxes ``MeshWarp`` warps at full resolution: each eye, with the skin a blink moves.
-        self.detail = tuple(_grown_box(lm2[eye.contour], self.DETAIL_MARGIN) for eye in self._eyes)
+        self.detail = tuple(
+            _grown_box(lm2[np.concatenate([upper, lower])], self.DETAIL_MARGIN) for upper, lower in eyes
+        )
         # Painter's order: the farthest first (FaceMesh z grows away from the camera).
         far_first = np.argsort(-depth[face].mean(1), kind="stable")
         self.triangles = np.concatenate([around, face[far_first]])
@@ -487,11 +489,12 @@ class HeadRig:
         tgt2 = self._untangle(target_landmarks[:, :2])
         head_motion = fm.fit_similarity(self._oval, tgt2[fm.FACE_OVAL])
         head = self._head
-        moved_head = head + self._head_follow * (head_motion.apply(head) - head)
+        jaw = (tgt2[fm.FACE_OVAL] - self._oval)[self._nearest_oval]
+        moved = (1 - self._jaw_share) * (head_motion.apply(head) - head) + self._jaw_share * jaw
+        moved_head = head + self._head_follow * moved
         travel = head_motion.apply(self._centre[None])[0] - self._centre
         moved_body = self._body + self._body_follow * travel
-        eyes = [eye.place(tgt2) for eye in self._eyes]
-        return np.concatenate([tgt2, moved_head, moved_body, self._still, *eyes])
+        return np.concatenate([tgt2, moved_head, moved_body, self._still])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -645,97 +648,6 @@ def _ladder(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         & (triangles[:, 0] != triangles[:, 2])
     )
     return triangles[keep]
-
-
-#: Slack at an edge's ends in ``_ray_reach``, in shares of the edge.
-_SLACK = 1e-9
-
-
-def _ray_reach(origin: np.ndarray, directions: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """How far (in units of each direction's length) rays from ``origin`` go before leaving the
-    closed ``polygon``; all complex. 0 for a ray that meets no edge (an origin outside)."""
-    start, edge = polygon, np.append(polygon[1:], polygon[:1]) - polygon
-    offset = (start - origin)[None, :]
-    d = directions[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        det = (d.conj() * edge).imag
-        along = (offset.conj() * edge).imag / det
-        across = (offset.conj() * d).imag / det
-    # A little slack at the edges' ends: a ray aimed at a vertex must not slip between its two edges.
-    meets = (along > 0) & (across >= -_SLACK) & (across <= 1 + _SLACK)
-    reach = np.where(meets, along, np.inf).min(1)
-    return np.where(np.isfinite(reach), reach, 0.0)
-
-
-class _EyePatch:
-    """The opening of one eye, filled so the iris moves as a patch of its own.
-
-    The canonical mesh leaves the eye open, and FaceMesh's iris points cannot simply join the mesh:
-    its rim points above and below the iris lie under the lids (the lids hide part of the iris), so
-    triangles through them would overlap the lids' own at rest and fold as the lids move. Instead the
-    patch has vertices of its own: the iris centre, and one rim point toward each lid point, at the
-    iris's radius or, where the lid is nearer, ``REACH`` of the way to it. Triangles: a fan from the
-    centre over the rim (the iris) and a strip from the rim to the lids (the white of the eye). A
-    patch this small is finer than the warp's coarse grid: the rig has it warped at full resolution
-    (``HeadRig.detail``).
-
-    Everything is placed in the eye's own frame (the similarity that takes its corners to 0 and 1,
-    done with complex numbers), so it turns and scales with the eye. There the target iris centre is
-    kept inside the opening (the rim ``SIDE`` of the eye's width from the corners at least, the
-    centre ``MIDDLE`` of the lid gap from either lid), and the rim keeps its shape around it, so the
-    iris texture moves rigidly, as gaze does; then the rim is shrunk toward the centre, ray by ray,
-    to at most ``REACH`` of the way to the lids. Shrinking along rays keeps the rim's order around
-    the centre, so the iris fan cannot fold; keeping the rim inside the opening keeps the lids from
-    crossing it, and a closing eye squeezes the iris instead. ``REACH`` also bounds the shear between
-    a moving rim and a still lid, which the warp's fixed-point inversion needs below 1.
-    """
-
-    REACH = 0.75
-    SIDE, MIDDLE = 0.05, 0.25
-
-    def __init__(self, photo: np.ndarray, upper: np.ndarray, lower: np.ndarray, iris: int):
-        #: The opening going round, clockwise on screen: the upper lid left to right, the lower back.
-        self.contour = np.concatenate([upper, lower[-2:0:-1]])
-        self.size = 1 + len(self.contour)
-        # The landmarks placing needs, in this order: the corners, the lids, the iris centre.
-        self._used = np.concatenate([upper[[0, -1]], upper, lower, self.contour, [iris]])
-        self._lids = len(upper), len(lower)
-        eye = self._eye_frame(photo, np.concatenate([self._used, np.arange(iris + 1, iris + 5)]))[0]
-        centre = eye[len(self._used) - 1]
-        radius = float(np.abs(eye[len(self._used) :] - centre).mean())
-        toward = eye[2 + sum(self._lids) : len(self._used) - 1] - centre
-        #: The rim around the centre, in the eye's frame: one point toward each lid point.
-        self._rim = radius * toward / np.maximum(np.abs(toward), 1e-9)
-        self._side = min(radius + self.SIDE, 0.5)
-
-    @staticmethod
-    def _eye_frame(points: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, complex, complex]:
-        """Landmarks ``indices`` (the eye's corners first) as complex numbers in the eye's frame, and
-        that frame's origin and unit (image = origin + eye * unit): the corners go to 0 and 1."""
-        z = points[indices, 0] + 1j * points[indices, 1]
-        left, right = complex(z[0]), complex(z[1])
-        return (z - left) / (right - left), left, right - left
-
-    def triangles(self, first: int) -> np.ndarray:
-        """The patch's triangles, its own vertices numbered from ``first`` (the centre, then the rim)."""
-        centre, rim = first, first + 1 + np.arange(len(self.contour))
-        closed = np.append(rim, rim[0])
-        iris = np.stack([np.full(len(rim), centre), closed[:-1], closed[1:]], 1)
-        return np.concatenate([iris, _ladder(np.append(self.contour, self.contour[0]), closed)])
-
-    def place(self, points: np.ndarray) -> np.ndarray:
-        """The patch's vertices ``(size, 2)`` for target landmarks ``points``."""
-        eye, origin, unit = self._eye_frame(points, self._used)
-        upper, lower, contour, iris = np.split(eye[2:], np.cumsum([*self._lids, len(self.contour)]))
-        u = float(np.clip(iris[0].real, self._side, 1 - self._side))
-        # Lid heights (down is +imag) at the centre; a chain's x may stall where a lid is steep.
-        top = float(np.interp(u, np.maximum.accumulate(upper.real), upper.imag))
-        bottom = float(np.interp(u, np.maximum.accumulate(lower.real), lower.imag))
-        margin = self.MIDDLE * (bottom - top)
-        centre = complex(u, np.clip(iris[0].imag, top + margin, bottom - margin))
-        reach = np.minimum(1.0, self.REACH * _ray_reach(centre, self._rim, contour))
-        placed = origin + unit * np.append(centre, centre + self._rim * reach)
-        return np.stack([placed.real, placed.imag], 1)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,99 @@
+"""Motion from driving landmarks to targets: lag-free smoothing, soft limits, lid travel."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from stillmotion.engine import face_model as fm
+from stillmotion.engine import media
+from stillmotion.engine.framing import fit_photo, output_size
+from stillmotion.engine.motion import OneEuroFilter, Retargeter, _soft_limit, smooth_zero_phase
+from stillmotion.engine.tracking import detect_photo_face
+from stillmotion.samples import sample_image
+
+RATE = 30.0
+
+
+def _filter() -> OneEuroFilter:
+    return OneEuroFilter(RATE, min_cutoff=1.5, beta=0.0)
+
+
+def _lag(signal: np.ndarray, clean: np.ndarray) -> int:
+    """The shift (frames) at which ``signal`` best matches ``clean``; positive when it comes late."""
+    shifts = range(-10, 11)
+    errors = [np.mean((np.roll(signal, -s) - clean)[15:-15] ** 2) for s in shifts]
+    return list(shifts)[int(np.argmin(errors))]
+
+
+def test_zero_phase_smoothing_keeps_the_timing_a_causal_filter_loses():
+    t = np.arange(240) / RATE
+    clean = np.sin(2 * math.pi * 0.3 * t)  # a nod every three seconds
+    noisy = clean + np.random.default_rng(3).normal(scale=0.1, size=t.size)
+    frames = [np.array([[value]]) for value in noisy]
+    causal = _filter()
+    late = np.array([causal(frame)[0, 0] for frame in frames])
+    smoothed: list[np.ndarray] = []
+    smooth_zero_phase(frames, smoothed, _filter)
+    on_time = np.array([frame[0, 0] for frame in smoothed])
+
+    assert _lag(late, clean) >= 2  # a tenth of a second late at 1.5 Hz
+    assert _lag(on_time, clean) == 0
+    error = np.sqrt(np.mean((on_time - clean)[15:-15] ** 2))
+    assert error < 0.5 * np.sqrt(np.mean((late - clean)[15:-15] ** 2))
+    assert error < 0.5 * 0.1  # and well under the noise it removed
+
+
+def test_zero_phase_smoothing_wants_every_frame_and_an_empty_store():
+    with pytest.raises(ValueError, match="bridge the gaps"):
+        smooth_zero_phase([np.zeros((1, 1)), None], [], _filter)
+    with pytest.raises(ValueError, match="empty"):
+        smooth_zero_phase([np.zeros((1, 1))], [np.zeros((1, 1))], _filter)
+
+
+def test_soft_limit_passes_small_motion_exactly_and_bounds_large_motion():
+    limit = 10.0
+    np.testing.assert_array_equal(_soft_limit(np.array([3.0, 4.0]), limit), [3.0, 4.0])  # |5| < 6
+    sizes = np.linspace(0.0, 40.0, 401)
+    limited = np.array([float(_soft_limit(np.array([s]), limit)[0]) for s in sizes])
+    assert (np.diff(limited) > 0).all() and limited.max() < limit
+    slope = np.diff(limited) / np.diff(sizes)
+    knee = int(np.searchsorted(sizes, 6.0))  # the knee: 0.6 of the limit
+    assert slope[knee - 2] == pytest.approx(1.0) and slope[knee + 1] == pytest.approx(1.0, abs=0.01)
+    direction = _soft_limit(np.array([30.0, 40.0]), limit)
+    assert np.cross(direction, [3.0, 4.0]) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def landmarks() -> np.ndarray:
+    original = media.read_image(sample_image())
+    height, width = original.shape[:2]
+    size = output_size(width, height, 720)
+    return detect_photo_face(fit_photo(original, size, (0, 0, width, height)))
+
+
+def _shut(face: np.ndarray) -> np.ndarray:
+    """``face`` with both upper lids lowered onto the lower lids (a blink)."""
+    shut = face.copy()
+    for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+        shut[upper[1:-1]] = face[lower[1:-1]]
+    return shut
+
+
+def _open_wider(face: np.ndarray, factor: float) -> np.ndarray:
+    """``face`` with both upper lids raised until the lid gaps are ``factor`` times as wide."""
+    wide = face.copy()
+    for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+        wide[upper[1:-1]] = face[lower[1:-1]] + factor * (face[upper[1:-1]] - face[lower[1:-1]])
+    return wide
+
+
+def test_a_blink_shuts_a_photos_eyes_however_wide_they_are(landmarks):
+    reference = landmarks
+    for factor in (1.0, 2.0):  # the photo's eyes as open as the driving ones, then twice as open
+        photo = _open_wider(landmarks, factor)
+        target = Retargeter(photo, reference).target(_shut(reference))
+        photo_gaps, target_gaps = np.array(fm.eye_gaps(photo)), np.array(fm.eye_gaps(target))
+        assert (target_gaps < 0.05 * photo_gaps).all(), (factor, target_gaps / photo_gaps)

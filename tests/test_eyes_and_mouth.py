@@ -1,0 +1,112 @@
+"""The openings drawn over the warp: lids that cover the eyeball, an inner mouth in the photo's light."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from stillmotion.engine import face_model as fm
+from stillmotion.engine import media
+from stillmotion.engine.eyes import EyeInterior
+from stillmotion.engine.framing import fit_photo, output_size
+from stillmotion.engine.mouth import MouthInterior
+from stillmotion.engine.tracking import detect_photo_face
+from stillmotion.samples import sample_image
+
+
+@pytest.fixture(scope="module")
+def portrait() -> tuple[np.ndarray, np.ndarray]:
+    """The sample photo at 720p and its landmarks."""
+    original = media.read_image(sample_image())
+    height, width = original.shape[:2]
+    image = fit_photo(original, output_size(width, height, 720), (0, 0, width, height))
+    return image, detect_photo_face(image)
+
+
+def _luma(image: np.ndarray, point: np.ndarray) -> float:
+    x, y = np.round(point).astype(int)
+    return float((image[y - 1 : y + 2, x - 1 : x + 2].astype(np.float64) @ [0.299, 0.587, 0.114]).mean())
+
+
+def test_the_eyes_are_untouched_at_rest(portrait):
+    image, landmarks = portrait
+    frame = image.copy()
+    EyeInterior(image, landmarks).apply(frame, landmarks)
+    assert np.abs(frame.astype(int) - image).max() <= 1
+
+
+def test_a_closing_lid_covers_the_iris_instead_of_squeezing_it(portrait):
+    image, landmarks = portrait
+    target = landmarks.copy()
+    for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+        # Upper lids 85% of the way down: past the iris centres.
+        lids = landmarks[upper[1:-1]], landmarks[lower[1:-1]]
+        target[upper[1:-1]] = lids[0] + 0.85 * (lids[1] - lids[0])
+    frame = image.copy()
+    EyeInterior(image, landmarks).apply(frame, target)
+    for iris, (upper_mid, lower_mid) in (
+        (fm.RIGHT_IRIS, fm.RIGHT_EYE_LIDS[0]),
+        (fm.LEFT_IRIS, fm.LEFT_EYE_LIDS[0]),
+    ):
+        centre = landmarks[iris, :2]
+        skin = _luma(image, landmarks[upper_mid, :2] - [0, 0.15 * fm.interocular(landmarks)])
+        iris_dark = _luma(image, centre)
+        # Where the iris was, the lid is now: as light as the lid's skin, not the dark iris.
+        assert _luma(frame, centre) > iris_dark + 0.6 * (skin - iris_dark)
+        # Below the new lid edge the eyeball is where it was, not squeezed toward the lower lid.
+        below = landmarks[lower_mid, :2] + 0.3 * (target[upper_mid, :2] - landmarks[lower_mid, :2])
+        assert abs(_luma(frame, below) - _luma(image, below)) < 12
+
+
+def test_the_iris_follows_the_gaze(portrait):
+    image, landmarks = portrait
+    target = landmarks.copy()
+    eye = np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
+    target[fm.IRISES, 0] += 0.12 * eye  # a glance aside: the lids stay
+    frame = image.copy()
+    EyeInterior(image, landmarks).apply(frame, target)
+    for iris in (fm.RIGHT_IRIS, fm.LEFT_IRIS):
+        # The pupil is where the target iris centre is, and its old place shows what was beside it.
+        assert abs(_luma(frame, target[iris, :2]) - _luma(image, landmarks[iris, :2])) < 12
+        beside = landmarks[iris, :2] - [0.12 * eye, 0.0]
+        assert abs(_luma(frame, landmarks[iris, :2]) - _luma(image, beside)) < 12
+
+
+def _open_mouth(landmarks: np.ndarray) -> np.ndarray:
+    """The photo's landmarks with everything below the mouth's corners (lower lip, chin) dropped by
+    half the mouth's width."""
+    target = landmarks.copy()
+    width = np.linalg.norm(landmarks[fm.MOUTH_LEFT, :2] - landmarks[fm.MOUTH_RIGHT, :2])
+    below = landmarks[:, 1] > landmarks[[fm.MOUTH_LEFT, fm.MOUTH_RIGHT], 1].max()
+    target[below, 1] += 0.5 * width
+    return target
+
+
+def test_the_inner_mouth_is_in_the_photos_light_whatever_the_driving_exposure(portrait):
+    image, landmarks = portrait
+    mouth = MouthInterior(image, landmarks, feather=1.5)
+    target = _open_mouth(landmarks)
+    # The driving video: the same face, once as it is and once a stop darker with a blue cast.
+    frames = []
+    for gain in (np.array([1.0, 1.0, 1.0]), np.array([0.45, 0.5, 0.6])):
+        driving = np.clip(image * gain, 0, 255).astype(np.uint8)
+        frame = image.copy()
+        mouth.apply(frame, target, driving, landmarks)
+        frames.append(frame.astype(np.float64))
+    inside = np.abs(frames[0] - image).max(2) > 0
+    assert inside.sum() > 200  # the mouth was drawn
+    difference = np.abs(frames[0] - frames[1])[inside]
+    assert difference.mean() < 4.0  # the cast and the exposure are undone
+
+
+def test_the_inner_mouth_keeps_its_own_colours_when_the_lights_match(portrait):
+    image, landmarks = portrait
+    target = _open_mouth(landmarks)
+    frame = image.copy()
+    MouthInterior(image, landmarks, feather=1.5).apply(frame, target, image, landmarks)
+    drawn = np.abs(frame.astype(int) - image).max(2) > 0
+    source = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(source, [np.round(landmarks[fm.INNER_LIPS, :2]).astype(np.int32)], 1)
+    # Driven by its own picture, the photo's mouth is shown as it is: no re-lighting, no re-tinting.
+    np.testing.assert_allclose(frame[drawn].mean(0), image[source > 0].mean(0), atol=12)
