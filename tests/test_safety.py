@@ -7,12 +7,14 @@ portrait with a class that legitimately fires on it (FACE_FEMALE) passed as the 
 from __future__ import annotations
 
 import importlib.metadata
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
 
 from stillmotion import safety, samples
-from stillmotion.errors import MediaError, SafetyBlocked
+from stillmotion.errors import LimitError, MediaError, SafetyBlocked
 
 PHOTO = samples.sample_image()
 
@@ -56,8 +58,20 @@ def test_the_detector_is_loaded_once_from_the_installed_package() -> None:
 def test_an_undecodable_photo_is_a_media_error(tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
-    with pytest.raises(MediaError, match=r"^image: broken\.png cannot be decoded as an image$"):
+    with pytest.raises(MediaError, match=r"^broken\.png: not an image we can read"):
         safety.check_photo(broken)
+
+
+def test_a_photo_over_the_pixel_limit_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    # A PNG whose header claims 20000x20000 pixels (400 MP) and holds none: the checker must refuse
+    # it from the header, as the engine does, not hand it to a decoder.
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    checksum = struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    chunk = struct.pack(">I", len(header)) + b"IHDR" + header + checksum
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+    with pytest.raises(LimitError, match=r"^huge\.png: 20000x20000 is 400\.0 MP"):
+        safety.check_photo(huge)
 
 
 def test_arguments_are_checked() -> None:

@@ -41,8 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stillmotion.engine.native_stderr import quiet_native_stderr
-from stillmotion.errors import MediaError, SafetyBlocked, StillmotionError
+from stillmotion.errors import SafetyBlocked, StillmotionError
 
 if TYPE_CHECKING:  # onnxruntime loads on the first check, not when this module is imported
     import onnxruntime
@@ -114,13 +113,18 @@ def _session() -> onnxruntime.InferenceSession:
 
 
 def _blob(path: Path) -> np.ndarray:
-    """The photo as the model's 1×3×320×320 float input, exactly as ``NudeDetector.detect`` builds it."""
+    """The photo as the model's 1×3×320×320 float input, as ``NudeDetector.detect`` builds it.
+
+    The photo is decoded by the engine's own reader (``media.read_image``): its size limits are
+    checked from the header before any pixel is decoded, and EXIF orientation is applied, as NudeNet's
+    ``cv2.imread`` does. Transparent pixels are composited on white (NudeNet drops the alpha channel
+    and keeps whatever colour lies under it), so the checker judges the picture the engine animates.
+    """
     import cv2  # the engine's OpenCV; imported here so importing this module stays cheap
 
-    with quiet_native_stderr():  # libpng warns on stderr about harmless colour-profile quirks
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied, alpha dropped
-    if image is None:
-        raise MediaError(f"image: {path.name} cannot be decoded as an image")
+    from stillmotion.engine.media import read_image
+
+    image = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR)
     height, width = image.shape[:2]
     side = max(height, width)
     square = cv2.copyMakeBorder(image, 0, side - height, 0, side - width, cv2.BORDER_CONSTANT)
