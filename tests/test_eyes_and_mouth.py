@@ -59,17 +59,19 @@ def test_a_closing_lid_covers_the_iris_instead_of_squeezing_it(portrait):
         assert abs(_luma(frame, below) - _luma(image, below)) < 12
 
 
-def test_the_iris_follows_the_gaze(portrait):
+@pytest.mark.parametrize("glance", [(0.12, 0.0), (0.0, 0.06)], ids=["aside", "down"])
+def test_the_iris_follows_the_gaze(portrait, glance):
     image, landmarks = portrait
-    target = landmarks.copy()
     eye = np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
-    target[fm.IRISES, 0] += 0.12 * eye  # a glance aside: the lids stay
+    shift = np.array(glance) * eye
+    target = landmarks.copy()
+    target[fm.IRISES, :2] += shift  # the lids stay
     frame = image.copy()
     EyeInterior(image, landmarks).apply(frame, target)
     for iris in (fm.RIGHT_IRIS, fm.LEFT_IRIS):
         # The pupil is where the target iris centre is, and its old place shows what was beside it.
         assert abs(_luma(frame, target[iris, :2]) - _luma(image, landmarks[iris, :2])) < 12
-        beside = landmarks[iris, :2] - [0.12 * eye, 0.0]
+        beside = landmarks[iris, :2] - shift
         assert abs(_luma(frame, landmarks[iris, :2]) - _luma(image, beside)) < 12
 
 
