@@ -80,3 +80,22 @@ def test_kill_9_mid_render_then_restart_completes_every_job(restartable: Server,
         wait_for(lambda: not list(outputs.glob(f"{queued}*")), 5)
         # The scratch of the killed attempt is gone too.
         assert not list((restartable.data_dir / "work").glob(f"{running}_*"))
+
+
+def test_a_graceful_stop_mid_render_hands_the_job_back(restartable: Server, media: Media) -> None:
+    key = restartable.create_key()
+    with restartable.client(key) as http:
+        photo = upload(http, media, "photo.png", "image/png")
+        video = upload(http, media, "long.mp4", "video/mp4")
+        running = http.post(f"/v2/{MODEL}", json={"image": photo, "video": video}).json()["request_id"]
+        wait_for(lambda: status_of(http, running)["progress"] > 0.05, 60)
+
+    restartable.stop()  # SIGTERM, as a service manager stops it
+    restartable.start()
+    with restartable.client(key) as http:
+        wait_for(lambda: status_of(http, running)["status"] in ("COMPLETED", "FAILED"), 120, 0.2)
+        result = http.get(f"/v2/requests/{running}").json()
+    # Handed back when its worker stopped, not left to a lost lease: the interrupted run is not
+    # counted as an attempt (a lease that ran out would make this attempt 2).
+    assert result["status"] == "COMPLETED", result
+    assert result["metrics"]["attempts"] == 1

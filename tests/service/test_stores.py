@@ -64,6 +64,21 @@ def test_writes_of_a_lost_lease_are_ignored(store: SqliteJobStore) -> None:
     assert store.get("j").result == {"output": "y", "metrics": {"cost": 1}}  # type: ignore[union-attr]
 
 
+def test_a_job_handed_back_runs_next_without_spending_an_attempt(store: SqliteJobStore) -> None:
+    store.submit(new("j0"))
+    store.submit(new("j1"))
+    lease = store.claim("w1", lease_s=60)
+    assert lease is not None and lease.job.id == "j0"
+    assert store.release(lease)
+    job = store.get("j0")
+    assert job is not None and job.status is Status.QUEUED and job.attempts == 0 and job.progress == 0
+    assert store.queue_position(job) == 1  # still first in line, at once: no lease to wait out
+    again = store.claim("w2", lease_s=60)
+    assert again is not None and again.job.id == "j0" and again.job.attempts == 1
+    assert not store.release(lease)  # the old lease is gone: nothing to hand back
+    assert not store.heartbeat(lease, 0.5, 60)
+
+
 def test_a_job_whose_worker_keeps_dying_fails_clearly(store: SqliteJobStore) -> None:
     store.submit(new("j", webhook="http://hook"))
     for _ in range(2):

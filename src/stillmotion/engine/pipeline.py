@@ -473,9 +473,9 @@ def _animate(
             audio_source=audio_source,
             duration=duration,
         ) as writer:
-            # Targets are computed in order here (smoothing is sequential); the frames themselves
-            # are independent, so they render on worker threads (OpenCV releases the GIL) and are
-            # written back in order.
+            # Targets are computed here, in order, as the driving frames are read; the frames
+            # themselves are independent, so they render on worker threads (OpenCV releases the GIL)
+            # and are written back in order.
             pending: deque[Future[np.ndarray]] = deque()
             with ThreadPoolExecutor(_RENDER_THREADS, thread_name_prefix="stillmotion-render") as renderers:
                 for index, position in enumerate(positions):

@@ -138,6 +138,11 @@ class JobStore(Protocol):
         after it expired) and the worker must stop."""
         ...
 
+    def release(self, lease: Lease) -> bool:
+        """PROCESSING → QUEUED under this lease, the attempt not counted: its worker is shutting down
+        and hands the job back now rather than when the lease runs out. ``False`` if the lease is lost."""
+        ...
+
     def complete(self, lease: Lease, result: dict[str, Any]) -> Job | None:
         """PROCESSING → COMPLETED under this lease; ``None`` (and no change) if the lease is lost."""
         ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -79,6 +80,10 @@ class WorkerPool:
                 process.wait()
 
 
+def _exit_quietly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(config: ServiceConfig) -> None:
     """Run until interrupted (SIGINT/SIGTERM): uvicorn in the foreground, workers in the background."""
     logging.basicConfig(
@@ -88,6 +93,11 @@ def serve(config: ServiceConfig) -> None:
     )
     services = Services.open(config)  # creates the data folder and the schema before any worker starts
     app = create_app(config, services)
+    # uvicorn shuts down gracefully on SIGTERM, then restores the handler it found and raises the
+    # signal again: with the default handler that kills this process before ``pool.stop()`` runs, and
+    # the workers die by PDEATHSIG with their jobs still leased. Leaving by SystemExit instead lets
+    # the workers stop and hand their jobs back.
+    signal.signal(signal.SIGTERM, _exit_quietly)
     pool = WorkerPool(config)
     pool.start()
     log.info(

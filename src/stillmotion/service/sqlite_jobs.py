@@ -235,6 +235,16 @@ class SqliteJobStore:
         )
         return cursor.rowcount == 1
 
+    def release(self, lease: Lease) -> bool:
+        now = time.time()
+        cursor = self.db.conn.execute(
+            "UPDATE jobs SET status = 'QUEUED', worker = NULL, lease_token = NULL, lease_until = NULL, "
+            "attempts = attempts - 1, progress = 0, started_at = NULL, updated_at = ? "
+            "WHERE id = ? AND lease_token = ? AND status = 'PROCESSING'",
+            (now, lease.job.id, lease.token),
+        )
+        return cursor.rowcount == 1
+
     def complete(self, lease: Lease, result: dict[str, Any]) -> Job | None:
         return self._finish(lease, Status.COMPLETED, result=result)
 

@@ -183,13 +183,20 @@ class Worker:
         child.start()
         sender.close()  # so that recv() sees EOF when the child exits
         try:
-            outcome = self._supervise(lease, child, receiver)
-        finally:
-            if child.is_alive():
-                child.kill()
-            child.join()
-            receiver.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+            try:
+                outcome = self._supervise(lease, child, receiver)
+            finally:
+                if child.is_alive():
+                    child.kill()
+                child.join()
+                receiver.close()
+                shutil.rmtree(workdir, ignore_errors=True)
+        except (SystemExit, KeyboardInterrupt):
+            # Shutting down (SIGTERM): the render is stopped; hand the job back now, so another worker
+            # or the next start takes it at once instead of after its lease runs out.
+            if self.jobs.release(lease):
+                log.info("worker %s: %s handed back to the queue", self.name, job.id)
+            raise
         self._finish(lease, outcome, output_name)
 
     def _supervise(
@@ -298,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     def stop(_signum: int, _frame: object) -> None:
-        # Leave at once: a running job's lease expires and the job runs again after a restart.
+        # Leave at once: a running render is stopped and its job handed back to the queue
+        # (``Worker.run_job``); only a worker killed outright leaves its job to the lease's expiry.
         worker.stopping = True
         raise SystemExit(0)
 
