@@ -77,7 +77,7 @@ def landmarks() -> np.ndarray:
 def _shut(face: np.ndarray) -> np.ndarray:
     """``face`` with both upper lids lowered onto the lower lids (a blink)."""
     shut = face.copy()
-    for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+    for upper, lower in fm.EYE_LIDS:
         shut[upper[1:-1]] = face[lower[1:-1]]
     return shut
 
@@ -85,7 +85,7 @@ def _shut(face: np.ndarray) -> np.ndarray:
 def _open_wider(face: np.ndarray, factor: float) -> np.ndarray:
     """``face`` with both upper lids raised until the lid gaps are ``factor`` times as wide."""
     wide = face.copy()
-    for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+    for upper, lower in fm.EYE_LIDS:
         wide[upper[1:-1]] = face[lower[1:-1]] + factor * (face[upper[1:-1]] - face[lower[1:-1]])
     return wide
 

@@ -289,7 +289,7 @@ def _expression(landmarks: np.ndarray) -> np.ndarray:
     chin = landmarks[:, 1] > landmarks[fm.LIP_CHIN_CREASE, 1].min() - 1
     chin[fm.LOWER_LIP_RINGS.ravel()] = False
     target[:, 1] += np.where(chin, 0.3, 1.0) * drop
-    for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+    for upper, lower in fm.EYE_LIDS:
         target[upper[1:-1], :2] = landmarks[lower[1:-1], :2] + [0.0, 1.0]
     eye = np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
     target[fm.IRISES, 0] += 0.15 * eye
@@ -319,7 +319,7 @@ def test_untangling_keeps_the_lower_lip_above_the_chin_crease_and_the_lids_in_or
     for inner, outer in itertools.pairwise(rings):
         rest_gap = (rest[outer] - rest[inner]) @ _down(rest)
         assert ((out[outer] - out[inner]) @ down >= np.minimum(0.3 * rest_gap, rest_gap) - 1e-9).all()
-    for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+    for upper, lower in fm.EYE_LIDS:
         assert ((out[lower[1:-1]] - out[upper[1:-1]]) @ down > 0).all()
 
 

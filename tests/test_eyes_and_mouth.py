@@ -39,7 +39,7 @@ def test_the_eyes_are_untouched_at_rest(portrait):
 def test_a_closing_lid_covers_the_iris_instead_of_squeezing_it(portrait):
     image, landmarks = portrait
     target = landmarks.copy()
-    for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+    for upper, lower in fm.EYE_LIDS:
         # Upper lids 85% of the way down: past the iris centres.
         lids = landmarks[upper[1:-1]], landmarks[lower[1:-1]]
         target[upper[1:-1]] = lids[0] + 0.85 * (lids[1] - lids[0])

@@ -37,6 +37,7 @@ def render_request(
 
     Raises ``InputError`` subclasses for anything the requester must fix, ``SafetyBlocked`` among them.
     """
+    from stillmotion.engine.media import read_image
     from stillmotion.engine.pipeline import animate  # heavy (MediaPipe): only when rendering
 
     def local(source: str, kind: Kind) -> Path:
@@ -45,8 +46,10 @@ def render_request(
 
     image = local(params.image, "image")
     video = local(params.video, "video")
+    # Decoded once: the safety checker and the engine judge and animate the same pixels.
+    photo = read_image(image)
     if not params.disable_safety_checker:
         from stillmotion.safety import check_photo
 
-        check_photo(image)
-    return animate(image, video, output, params.render_options(resolve_seed(params.seed)), on_progress)
+        check_photo(photo)
+    return animate(photo, video, output, params.render_options(resolve_seed(params.seed)), on_progress)

@@ -112,10 +112,14 @@ def _session() -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
 
 
-def _blob(path: Path) -> np.ndarray:
+#: A photo: its file, or its RGB pixels as the engine's reader (``media.read_image``) decoded them.
+Photo = Path | np.ndarray
+
+
+def _blob(photo: Photo) -> np.ndarray:
     """The photo as the model's 1×3×320×320 float input, as ``NudeDetector.detect`` builds it.
 
-    The photo is decoded by the engine's own reader (``media.read_image``): its size limits are
+    A file is decoded by the engine's own reader (``media.read_image``): its size limits are
     checked from the header before any pixel is decoded, and EXIF orientation is applied, as NudeNet's
     ``cv2.imread`` does. Transparent pixels are composited on white (NudeNet drops the alpha channel
     and keeps whatever colour lies under it), so the checker judges the picture the engine animates.
@@ -124,7 +128,8 @@ def _blob(path: Path) -> np.ndarray:
 
     from stillmotion.engine.media import read_image
 
-    image = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR)
+    rgb = photo if isinstance(photo, np.ndarray) else read_image(photo)
+    image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     height, width = image.shape[:2]
     side = max(height, width)
     square = cv2.copyMakeBorder(image, 0, side - height, 0, side - width, cv2.BORDER_CONSTANT)
@@ -135,14 +140,14 @@ def _blob(path: Path) -> np.ndarray:
     )
 
 
-def detect(path: Path) -> dict[str, float]:
-    """The best score of each class detected in the photo at ``path`` (classes not seen are absent).
+def detect(photo: Photo) -> dict[str, float]:
+    """The best score of each class detected in ``photo`` (classes not seen are absent).
 
     Each candidate box counts for its highest-scoring class only, as in NudeNet's own decoding;
     overlapping boxes need no suppression here, since only the best score per class matters.
     """
     session = _session()
-    (output,) = session.run(None, {session.get_inputs()[0].name: _blob(path)})
+    (output,) = session.run(None, {session.get_inputs()[0].name: _blob(photo)})
     scores = output[0, 4:, :]  # (classes, boxes); rows 0-3 are the box centre and size
     best_class = scores.argmax(axis=0)
     best_score = scores.max(axis=0)
@@ -156,7 +161,7 @@ def describe(label: str) -> str:
 
 
 def check_photo(
-    path: Path, *, threshold: float = DEFAULT_THRESHOLD, classes: Collection[str] = BLOCKING_CLASSES
+    photo: Photo, *, threshold: float = DEFAULT_THRESHOLD, classes: Collection[str] = BLOCKING_CLASSES
 ) -> None:
     """Raise ``SafetyBlocked`` if the photo shows any of ``classes`` with a score ≥ ``threshold``.
 
@@ -169,7 +174,7 @@ def check_photo(
     if unknown:
         raise ValueError(f"unknown safety classes: {sorted(unknown)}; known: {list(LABELS)}")
     found = {
-        label: score for label, score in detect(Path(path)).items() if label in classes and score >= threshold
+        label: score for label, score in detect(photo).items() if label in classes and score >= threshold
     }
     if found:
         label = max(found, key=found.__getitem__)

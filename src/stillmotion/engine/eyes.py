@@ -89,25 +89,23 @@ class EyeInterior:
 
     def __init__(self, photo: np.ndarray, photo_landmarks: np.ndarray):
         self._photo = photo
-        eyes = (
-            _Eye(fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER, fm.RIGHT_IRIS),
-            _Eye(fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER, fm.LEFT_IRIS),
-        )
+        irises = (fm.RIGHT_IRIS, fm.LEFT_IRIS)
         openness = fm.eye_openness(photo_landmarks)
-        self._eyes = [
-            (eye, eye.lids(photo_landmarks))
-            for eye, open_by in zip(eyes, openness, strict=True)
-            if open_by >= _MIN_PHOTO_OPENNESS
-        ]
-        #: The iris radius of each eye, in eye widths.
-        self._radii = [float(np.abs(rest.rim - rest.iris).mean()) for _, rest in self._eyes]
+        #: Each eye the photo shows open enough, its lids at rest, and its iris radius (eye widths).
+        self._eyes: list[tuple[_Eye, _Lids, float]] = []
+        for (upper, lower), iris, open_by in zip(fm.EYE_LIDS, irises, openness, strict=True):
+            if open_by < _MIN_PHOTO_OPENNESS:
+                continue
+            eye = _Eye(upper, lower, iris)
+            rest = eye.lids(photo_landmarks)
+            self._eyes.append((eye, rest, float(np.abs(rest.rim - rest.iris).mean())))
 
     def prepare(self, target: np.ndarray) -> list[EyePaint]:
         """What repainting the eyes takes for the target landmarks ``target``: all the geometry, so
         ``paint`` is left with one remap and one blend per eye (``animate`` prepares on its main
         thread, which has time to spare, and paints on the render threads, which have none)."""
         paints = []
-        for (eye, rest), radius in zip(self._eyes, self._radii, strict=True):
+        for eye, rest, radius in self._eyes:
             paint = self._prepare_eye(target[eye.contour, :2], rest, eye.lids(target), radius)
             if paint is not None:
                 paints.append(paint)

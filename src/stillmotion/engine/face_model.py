@@ -236,6 +236,8 @@ RIGHT_EYE_UPPER = np.array([33, 246, 161, 160, 159, 158, 157, 173, 133])
 RIGHT_EYE_LOWER = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133])
 LEFT_EYE_UPPER = np.array([362, 398, 384, 385, 386, 387, 388, 466, 263])
 LEFT_EYE_LOWER = np.array([362, 382, 381, 380, 374, 373, 390, 249, 263])
+#: Each eye's (upper lid, lower lid), corner to corner, the right eye first.
+EYE_LIDS = ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER), (LEFT_EYE_UPPER, LEFT_EYE_LOWER))
 #: The inner lips as two chains from the image-left mouth corner to the image-right one (upper,
 #: lower); together they go round the mouth opening, the hole ``INNER_LIPS`` outlines.
 UPPER_INNER_LIP = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308])

@@ -378,7 +378,7 @@ def _opencv_single_threaded() -> Iterator[None]:
 
 
 def animate(
-    photo: Path,
+    photo: Path | np.ndarray,
     video: Path,
     output: Path,
     options: RenderOptions,
@@ -386,7 +386,8 @@ def animate(
     observer: FrameObserver | None = None,
 ) -> RenderReport:
     """Render ``output`` (MP4): the face in ``photo`` moving, speaking and emoting like the face in
-    ``video``, with its sound when ``options.audio``.
+    ``video``, with its sound when ``options.audio``. ``photo`` is a file, or its pixels as
+    ``media.read_image`` decoded them (a caller that has already read it need not read it again).
 
     ``on_progress(done, total)`` is called after every tracked and every rendered frame; an exception
     raised from it aborts the render and no output file is left behind. ``observer``, when given,
@@ -398,7 +399,7 @@ def animate(
 
 
 def _animate(
-    photo: Path,
+    photo: Path | np.ndarray,
     video: Path,
     output: Path,
     options: RenderOptions,
@@ -409,7 +410,7 @@ def _animate(
     quality = Quality.for_options(options)
     with stages("probe"):
         info = media.probe_video(video)
-        original = media.read_image(photo)
+        original = photo if isinstance(photo, np.ndarray) else media.read_image(photo)
     fps_in = float(info.fps)
     fps_out = info.fps if options.target_fps is None else Fraction(options.target_fps)
     estimate = max(info.frame_count, 1)

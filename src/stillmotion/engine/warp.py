@@ -422,12 +422,11 @@ class HeadRig:
         self._untangle = Untangler(lm2)
         # Vertex order: landmarks, head ring, body, still points, oval split points.
         placed = self._place(photo_landmarks)
-        eyes = ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER))
         face = np.concatenate(
             [
                 fm.canonical_triangles(),
                 _ladder(fm.UPPER_INNER_LIP, fm.LOWER_INNER_LIP),
-                *(_ladder(upper, lower) for upper, lower in eyes),
+                *(_ladder(upper, lower) for upper, lower in fm.EYE_LIDS),
             ]
         )
         depth = np.concatenate([photo_landmarks[:, 2], np.full(len(placed) - len(lm2), np.nan)])
@@ -438,9 +437,7 @@ class HeadRig:
         self.source = self.vertices(photo_landmarks)
         self.size = size
         #: The boxes ``MeshWarp`` warps at full resolution: each eye, with the skin a blink moves.
-        self.detail = tuple(
-            _grown_box(lm2[np.concatenate([upper, lower])], self.DETAIL_MARGIN) for upper, lower in eyes
-        )
+        self.detail = tuple(_grown_box(lm2[np.concatenate(lids)], self.DETAIL_MARGIN) for lids in fm.EYE_LIDS)
         # Painter's order: the farthest first (FaceMesh z grows away from the camera).
         far_first = np.argsort(-depth[face].mean(1), kind="stable")
         self.triangles = np.concatenate([around, face[far_first]])
