@@ -12,7 +12,14 @@ photo, in the eye's own frame (``face_model.eye_frame``: its corners at 0 and 1)
   around it over one iris radius;
 * above the opening, the upper lid, lashes and all, translated by the lid's travel as one piece
   (``_lid_map``): the warp would instead stretch the narrow band between lashes and crease into a
-  grey smear.
+  grey smear. The lid's skin above that band takes up the travel, stretched gently up toward the
+  brow as a real lid unfolds, so the crease does not leave a second lash line behind.
+
+FaceMesh never reads a shut eye as shut: its lids stay about ``_SHUT_OPENNESS`` of the eye's width
+apart (the sample's blink measures 0.08), so the driving motion says "shut" at that openness, not
+at zero. The repaint draws openings from there down as shut, easing the gap toward it
+(``_visible_gap``): a blink closes the photo's eye, and the output re-detected reads as shut as the
+driving eye did.
 
 Compositing a separately transformed layer of the photo through an opening follows the inner-mouth
 transfer of Averbuch-Elor et al., "Bringing Portraits to Life" (SIGGRAPH Asia 2017).
@@ -20,7 +27,7 @@ transfer of Averbuch-Elor et al., "Bringing Portraits to Life" (SIGGRAPH Asia 20
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -38,6 +45,11 @@ _IRIS_SIDE = 0.2
 _LID_BAND = 0.2
 #: Width (eye widths) over which the repainted lid fades out toward each corner.
 _CORNER_TAPER = 0.08
+#: The lid skin above the sliding band stretches over at least this many times the lid's travel
+#: (a stretch of at most 1.5), easing into the unmoved photo at its top.
+_LID_SKIN_SPAN = 3.0
+#: Openness (lid gap over eye width) at which FaceMesh reads an eye that is shut.
+_SHUT_OPENNESS = 0.08
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,23 @@ class _Lids:
     rim: np.ndarray
     origin: complex
     unit: complex
+
+    def gap(self) -> float:
+        """The widest gap between the lids, in eye widths (the eye's openness)."""
+        return float(np.max(np.interp(self.upper[0], *self.lower) - self.upper[1], initial=0.0))
+
+    def opening(self) -> np.ndarray:
+        """The opening's outline ``(n, 2)`` in image pixels: the upper lid, then the lower lid back."""
+        z = np.concatenate([self.upper[0] + 1j * self.upper[1], (self.lower[0] + 1j * self.lower[1])[::-1]])
+        points = self.origin + self.unit * z
+        return np.stack([points.real, points.imag], 1)
+
+    def with_gap(self, share: float) -> _Lids:
+        """These lids with the upper lid lowered until each column's gap is ``share`` of what it is."""
+        x, top = self.upper
+        bottom = np.interp(x, *self.lower)
+        lowered = bottom - share * np.maximum(bottom - top, 0.0)
+        return replace(self, upper=(x, np.minimum(np.maximum(top, lowered), bottom)))
 
 
 @dataclass(frozen=True)
@@ -106,7 +135,11 @@ class EyeInterior:
         thread, which has time to spare, and paints on the render threads, which have none)."""
         paints = []
         for eye, rest, radius in self._eyes:
-            paint = self._prepare_eye(target[eye.contour, :2], rest, eye.lids(target), radius)
+            now = eye.lids(target)
+            gap = now.gap()
+            if gap > 0:
+                now = now.with_gap(_visible_gap(gap, rest.gap()) / gap)
+            paint = self._prepare_eye(now.opening(), rest, now, radius)
             if paint is not None:
                 paints.append(paint)
         return paints
@@ -126,8 +159,9 @@ class EyeInterior:
 
     def _prepare_eye(self, opening: np.ndarray, rest: _Lids, now: _Lids, radius: float) -> EyePaint | None:
         travel = float(np.max(np.abs(np.interp(now.upper[0], *rest.upper) - now.upper[1])))
-        # What changes: the opening, and the lid up to twice its band above its edge.
-        lifted = now.origin + now.unit * (now.upper[0] + 1j * (now.upper[1] - 2 * (_LID_BAND + travel)))
+        # What changes: the opening, the lid's band above its edge and the skin that stretches above.
+        reach_up = _LID_BAND + max(_LID_BAND, _LID_SKIN_SPAN * travel)
+        lifted = now.origin + now.unit * (now.upper[0] + 1j * (now.upper[1] - reach_up))
         reach = np.concatenate([opening, np.stack([lifted.real, lifted.imag], 1)])
         height, width = self._photo.shape[:2]
         x0, y0 = np.maximum(np.floor(reach.min(0)).astype(int) - 2, 0)
@@ -193,17 +227,28 @@ def _eyeball_map(
     return source - (iris - rest_iris) * weight
 
 
+def _visible_gap(gap: float, rest_gap: float) -> float:
+    """The lid gap to draw for a target ``gap`` (eye widths), the photo's being ``rest_gap``: the
+    photo's own gap drawn as it is, ``_SHUT_OPENNESS`` and less drawn shut, and linear between (a
+    wider gap than the photo's, drawn as it is)."""
+    floor = min(_SHUT_OPENNESS, 0.5 * rest_gap)
+    if gap >= rest_gap:
+        return gap
+    return rest_gap * max(gap - floor, 0.0) / (rest_gap - floor)
+
+
 def _lid_map(v: np.ndarray, top: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The upper lid moved down by ``drop`` (eye widths; up if negative): for each pixel at height
     ``v`` above the lid's edge at ``top``, the height in the photo's eye frame it shows, and how much
     of it is lid (0 below the edge).
 
-    A band ``_LID_BAND + |drop|`` high above the edge is the photo's lid, lashes and all, translated
-    as one piece (it covers the eyeball as it comes down); over as much again above it the
-    translation eases out into the photo unmoved, and the lid's pixels into the warp's.
+    A band ``_LID_BAND`` high above the edge is the photo's lid, lashes and all, translated as one
+    piece (it covers the eyeball as it comes down); above it, over ``_LID_SKIN_SPAN`` times the
+    travel (and no less than the band), the translation eases out into the photo unmoved and the
+    lid's pixels into the warp's: the lid's skin stretches there, by at most 1.5.
     """
-    band = _LID_BAND + np.abs(drop)
+    span = np.maximum(_LID_BAND, _LID_SKIN_SPAN * np.abs(drop))
     above = top - v
-    share = np.clip(2.0 - above / band, 0.0, 1.0)
+    share = np.clip(1.0 - (above - _LID_BAND) / span, 0.0, 1.0)
     share = np.where(above > 0, share * share * (3 - 2 * share), 0.0)
     return v - drop * share, share
