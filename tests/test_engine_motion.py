@@ -97,3 +97,31 @@ def test_a_blink_shuts_a_photos_eyes_however_wide_they_are(landmarks):
         target = Retargeter(photo, reference).target(_shut(reference))
         photo_gaps, target_gaps = np.array(fm.eye_gaps(photo)), np.array(fm.eye_gaps(target))
         assert (target_gaps < 0.05 * photo_gaps).all(), (factor, target_gaps / photo_gaps)
+
+
+def _widened_mouth(face: np.ndarray, factor: float) -> np.ndarray:
+    """``face`` with its lips scaled by ``factor`` about the mouth's centre (a wider smile, parted
+    as much for its width)."""
+    wide = face.copy()
+    lips = np.unique(np.concatenate([fm.INNER_LIPS, fm.OUTER_LIPS]))
+    centre = face[[fm.MOUTH_LEFT, fm.MOUTH_RIGHT]].mean(0)
+    wide[lips] = centre + factor * (face[lips] - centre)
+    return wide
+
+
+def _lips_closed(face: np.ndarray) -> np.ndarray:
+    """``face`` with its lower inner lip raised onto the upper one."""
+    closed = face.copy()
+    closed[fm.LOWER_INNER_LIP] = face[fm.UPPER_INNER_LIP]
+    return closed
+
+
+def test_lips_that_meet_in_the_driving_face_meet_in_the_photo_even_a_wide_smiles(landmarks):
+    reference = landmarks  # parted lips (the sample smiles: opening 0.17)
+    for factor in (1.0, 1.4):  # a mouth as wide as the driving one's, then 1.4 times as wide
+        photo = _widened_mouth(landmarks, factor)
+        target = Retargeter(photo, reference).target(_lips_closed(reference))
+        assert fm.mouth_opening(target) < 0.1 * fm.mouth_opening(photo), factor
+        # ...and the driving mouth at rest leaves the photo's as it is.
+        rest = Retargeter(photo, reference).target(reference)
+        assert fm.mouth_opening(rest) == pytest.approx(fm.mouth_opening(photo), rel=0.02)

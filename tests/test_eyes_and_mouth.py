@@ -11,7 +11,9 @@ from stillmotion.engine import media
 from stillmotion.engine.eyes import EyeInterior
 from stillmotion.engine.framing import fit_photo, output_size
 from stillmotion.engine.mouth import MouthInterior
+from stillmotion.engine.segmentation import person_mask
 from stillmotion.engine.tracking import detect_photo_face
+from stillmotion.engine.warp import HeadRig
 from stillmotion.samples import sample_image
 
 
@@ -139,3 +141,23 @@ def test_the_inner_mouth_keeps_its_own_colours_when_the_lights_match(portrait):
     cv2.fillPoly(source, [np.round(landmarks[fm.INNER_LIPS, :2]).astype(np.int32)], 1)
     # Driven by its own picture, the photo's mouth is shown as it is: no re-lighting, no re-tinting.
     np.testing.assert_allclose(frame[drawn].mean(0), image[source > 0].mean(0), atol=12)
+
+
+def test_a_smile_driven_to_closed_lips_shows_lips_not_a_line_of_teeth(portrait):
+    image, landmarks = portrait
+    rig = HeadRig(landmarks, image.shape[1::-1], person_mask(image))
+    # Lips parted by 0.02 of the mouth's width: what closed driving lips become once retargeted.
+    target = landmarks.copy()
+    upper, lower = landmarks[fm.UPPER_INNER_LIP[1:-1]], landmarks[fm.LOWER_INNER_LIP[1:-1]]
+    target[fm.LOWER_INNER_LIP[1:-1]] = upper + 0.02 / fm.mouth_opening(landmarks) * (lower - upper)
+    warped = rig.mesh(4).warp(image, rig.vertices(target))
+    frame = warped.copy()
+    MouthInterior(image, landmarks, feather=1.5).apply(frame, target, image, landmarks)
+    width = np.linalg.norm(landmarks[fm.MOUTH_LEFT, :2] - landmarks[fm.MOUTH_RIGHT, :2])
+    teeth = _luma(image, landmarks[fm.UPPER_INNER_LIP_MID, :2] + [0, 0.1 * width])
+    lip = _luma(image, landmarks[fm.LOWER_INNER_LIP_MID, :2] + [0, 0.1 * width])
+    assert teeth > lip + 30  # the photo shows white teeth between its lips
+    line = (target[fm.UPPER_INNER_LIP[2:-2], :2] + target[fm.LOWER_INNER_LIP[2:-2], :2]) / 2
+    # The warp alone squeezes the teeth into a white line between the lips; drawn, the lips meet.
+    assert max(_luma(warped, point) for point in line) > lip + 0.5 * (teeth - lip)
+    assert max(_luma(frame, point) for point in line) < lip + 0.3 * (teeth - lip)

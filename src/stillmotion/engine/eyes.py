@@ -18,7 +18,7 @@ photo, in the eye's own frame (``face_model.eye_frame``: its corners at 0 and 1)
 FaceMesh never reads a shut eye as shut: its lids stay about ``_SHUT_OPENNESS`` of the eye's width
 apart (the sample's blink measures 0.08), so the driving motion says "shut" at that openness, not
 at zero. The repaint draws openings from there down as shut, easing the gap toward it
-(``_visible_gap``): a blink closes the photo's eye, and the output re-detected reads as shut as the
+(``face_model.drawn_gap``): a blink closes the photo's eye, and the output re-detected reads as shut as the
 driving eye did.
 
 Compositing a separately transformed layer of the photo through an opening follows the inner-mouth
@@ -138,7 +138,7 @@ class EyeInterior:
             now = eye.lids(target)
             gap = now.gap()
             if gap > 0:
-                now = now.with_gap(_visible_gap(gap, rest.gap()) / gap)
+                now = now.with_gap(fm.drawn_gap(gap, rest.gap(), _SHUT_OPENNESS) / gap)
             paint = self._prepare_eye(now.opening(), rest, now, radius)
             if paint is not None:
                 paints.append(paint)
@@ -225,16 +225,6 @@ def _eyeball_map(
     weight = np.clip(2.0 - np.abs(z - iris) / max(radius, 1e-9), 0.0, 1.0)
     weight = weight * weight * (3 - 2 * weight)
     return source - (iris - rest_iris) * weight
-
-
-def _visible_gap(gap: float, rest_gap: float) -> float:
-    """The lid gap to draw for a target ``gap`` (eye widths), the photo's being ``rest_gap``: the
-    photo's own gap drawn as it is, ``_SHUT_OPENNESS`` and less drawn shut, and linear between (a
-    wider gap than the photo's, drawn as it is)."""
-    floor = min(_SHUT_OPENNESS, 0.5 * rest_gap)
-    if gap >= rest_gap:
-        return gap
-    return rest_gap * max(gap - floor, 0.0) / (rest_gap - floor)
 
 
 def _lid_map(v: np.ndarray, top: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

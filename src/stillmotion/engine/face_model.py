@@ -201,6 +201,21 @@ def eye_openness(lm: np.ndarray) -> tuple[float, float]:
     return (float(gaps[0] / max(widths[0], 1e-6)), float(gaps[1] / max(widths[1], 1e-6)))
 
 
+def drawn_gap(gap: float, rest_gap: float, shut: float) -> float:
+    """The gap to draw between lids or lips for a target ``gap``, the photo's own being ``rest_gap``
+    and FaceMesh's reading of the opening when shut being ``shut`` (same units, e.g. over the eye's
+    or mouth's width): the photo's gap drawn as it is, ``shut`` and less drawn shut, linear between;
+    a gap wider than the photo's drawn as it is.
+
+    FaceMesh reads shut lids a little apart, so a driving face's "shut" arrives as a small gap; drawn
+    literally, it would leave a slit of eyeball or teeth that reads as open again.
+    """
+    if gap >= rest_gap:
+        return gap
+    floor = min(shut, 0.5 * rest_gap)
+    return rest_gap * max(gap - floor, 0.0) / (rest_gap - floor)
+
+
 def eye_frame(points: np.ndarray) -> tuple[np.ndarray, complex, complex]:
     """2D ``points`` (an eye's two corners first) as complex numbers in that eye's own frame, and
     the frame's origin and unit (image = origin + eye * unit): the corners go to 0 and 1, and

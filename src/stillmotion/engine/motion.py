@@ -105,7 +105,11 @@ class Retargeter:
     The mouth's *opening* is the exception to relative transfer: a photo that smiles with parted lips
     would otherwise never close them. Where the photo's lips are parted wider than the reference's,
     the jaw (lower lip, chin) is first raised by the difference, so at the reference the photo's mouth
-    is as open as the driving mouth and closes when it closes; the lips' shape stays the photo's own.
+    is as open as the driving mouth; the lips' shape stays the photo's own. Below the reference's
+    opening, the lips' gap closes in proportion to the driving gap (the jaw raised by what the scaled
+    motion leaves open), so lips that meet in the driving face meet in the photo, even a wide smile's
+    whose gap the driving mouth's closing travel would not cover; opening wider than the reference
+    is the driving jaw's own travel.
     The lids' motion is scaled by the photo's lid gap over the reference's (``_lid_gain``), so a
     blink closes the photo's eye however wide it is.
     """
@@ -123,7 +127,13 @@ class Retargeter:
         self._to_photo = fm.fit_similarity(reference[fm.RIGID], photo[fm.RIGID])
         self._pivot = photo[fm.RIGID].mean(0)
         self._face = fm.interocular(photo)
-        self._jaw_closure = _jaw_closure(photo, fm.mouth_opening(reference))
+        self._jaw = _jaw_raise(photo)
+        width = float(np.linalg.norm(photo[fm.MOUTH_LEFT, :2] - photo[fm.MOUTH_RIGHT, :2]))
+        excess = max((fm.mouth_opening(photo) - fm.mouth_opening(reference)) * width, 0.0)
+        self._jaw_closure = excess * self._jaw
+        self._reference_gap = _lip_gap(reference)
+        #: Photo pixels of lip gap per driving pixel, from the reference down to closed lips.
+        self._lip_gain = _lip_gap(photo + self._jaw_closure) / max(self._reference_gap, 1e-9)
         self._lid_gain = _lid_gain(photo, reference, self._to_photo.scale)
 
     def target(self, driving: np.ndarray) -> np.ndarray:
@@ -131,10 +141,15 @@ class Retargeter:
         ref = self._reference
         pose = fm.fit_similarity(ref[fm.RIGID], driving[fm.RIGID])
         # Expression: the driving face with its pose undone, less the reference face.
-        expression = pose.inverse().apply(driving) - ref
+        unposed = pose.inverse().apply(driving)
+        expression = unposed - ref
         align = self._to_photo
         expression = expression * self._lid_gain
-        photo_expr = self._photo + self._jaw_closure + align.scale * expression @ align.rotation.T
+        # Closing lips: the scaled motion closes the photo's gap by ``scale`` per driving pixel, and
+        # proportion wants ``lip_gain``: the jaw makes up the difference.
+        closing = max(self._reference_gap - _lip_gap(unposed), 0.0)
+        jaw = self._jaw_closure + closing * (self._lip_gain - align.scale) * self._jaw
+        photo_expr = self._photo + jaw + align.scale * expression @ align.rotation.T
         # Pose change expressed in the photo's frame: conjugate the rotation by the alignment.
         rotation = align.rotation @ pose.rotation @ align.rotation.T
         shift = driving[fm.RIGID].mean(0) - ref[fm.RIGID].mean(0)
@@ -163,18 +178,23 @@ def _lid_gain(photo: np.ndarray, reference: np.ndarray, scale: float) -> np.ndar
     return gain
 
 
-def _jaw_closure(photo: np.ndarray, reference_opening: float) -> np.ndarray:
-    """Per-landmark offsets ``(478, 3)`` raising the photo's jaw until its lips part no wider than
-    ``reference_opening`` (gap over mouth width); zeros when they already do.
+def _lip_gap(landmarks: np.ndarray) -> float:
+    """The inner lips' gap at the middle of the mouth, in the landmarks' units."""
+    return float(
+        np.linalg.norm(landmarks[fm.UPPER_INNER_LIP_MID, :2] - landmarks[fm.LOWER_INNER_LIP_MID, :2])
+    )
+
+
+def _jaw_raise(photo: np.ndarray) -> np.ndarray:
+    """Per-landmark motion ``(478, 3)`` that raises the photo's jaw by one pixel at the lower lip.
 
     Weights rise from the mouth corners' line to 1 at the lower lip and below, and fade out sideways
     beyond the mouth's width, so the lower face moves as a jaw does and the cheeks stay put.
     """
-    offsets = np.zeros_like(photo)
+    motion = np.zeros_like(photo)
     width = float(np.linalg.norm(photo[fm.MOUTH_LEFT, :2] - photo[fm.MOUTH_RIGHT, :2]))
-    excess = (fm.mouth_opening(photo) - reference_opening) * width
-    if excess <= 0 or width <= 0:
-        return offsets
+    if width <= 0:
+        return motion
     down = photo[fm.CHIN, :2] - photo[fm.FOREHEAD, :2]
     down /= np.linalg.norm(down)
     across = np.array([-down[1], down[0]])
@@ -184,8 +204,8 @@ def _jaw_closure(photo: np.ndarray, reference_opening: float) -> np.ndarray:
     vertical = np.clip(rel @ down / lower_lip, 0.0, 1.0)
     half = width / 2
     sideways = np.clip((2.2 * half - np.abs(rel @ across)) / (1.2 * half), 0.0, 1.0)
-    offsets[:, :2] = -excess * (vertical * sideways)[:, None] * down
-    return offsets
+    motion[:, :2] = -(vertical * sideways)[:, None] * down
+    return motion
 
 
 #: Share of a soft limit below which values pass unchanged.

@@ -18,6 +18,12 @@ three, as a real mouth is:
 A photo with closed lips has no teeth strips: the cavity then fills the whole opening. This follows
 the transfer of the driving mouth interior in Averbuch-Elor et al., "Bringing Portraits to Life"
 (SIGGRAPH Asia 2017), with the photo's own teeth kept where it shows them.
+
+When the target mouth is *narrower* than the photo's (a smile with parted lips driven toward
+closed lips), the warp would squeeze the teeth into a white line. Instead the lips close over them
+as lids do over an eye (``eyes``): each lip's edge is continued into the opening (its pixels
+mirrored about the edge), covering what the drawn gap (``face_model.drawn_gap``, shut at
+``_CLOSED_OPENING``) leaves hidden, and the teeth show uncompressed in what is left.
 """
 
 from __future__ import annotations
@@ -27,9 +33,6 @@ import numpy as np
 
 from stillmotion.engine import face_model as fm
 
-#: Inner lip contours from corner to corner, as the mouth frame's columns are sampled along them.
-_UPPER = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308])
-_LOWER = np.array([78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308])
 #: Cheek and forehead points whose colour is the face's skin under its light: clear of lips, eyes,
 #: brows and beard line.
 _SKIN = np.array([50, 280, 101, 330, 118, 347, 205, 425, 108, 337, 151, 9])
@@ -38,6 +41,10 @@ _SKIN = np.array([50, 280, 101, 330, 118, 347, 205, 425, 108, 337, 151, 9])
 _GAIN_RANGE = (0.4, 2.5)
 #: Openings (target gap minus photo gap, pixels at 720p) below which nothing is drawn.
 _MIN_GAP = 1.0
+#: Mouth opening (gap over width) drawn as closed lips: the sample's closed driving lips arrive at
+#: 0.02 to 0.03 once retargeted (FaceMesh reads them at 0.003; the motion's smoothing and the photo's
+#: own lip shape leave the rest).
+_CLOSED_OPENING = 0.03
 
 
 class _MouthFrame:
@@ -53,8 +60,8 @@ class _MouthFrame:
         if self.down @ (lm[fm.CHIN, :2] - left) < 0:
             self.down = -self.down
         self.origin = left
-        self._upper = self._curve(lm[_UPPER, :2])
-        self._lower = self._curve(lm[_LOWER, :2])
+        self._upper = self._curve(lm[fm.UPPER_INNER_LIP, :2])
+        self._lower = self._curve(lm[fm.LOWER_INNER_LIP, :2])
 
     def _curve(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rel = points - self.origin
@@ -92,11 +99,13 @@ class MouthInterior:
         self._feather = feather
         self._min_gap = _MIN_GAP * feather / 1.5
         self._skin = _skin_colour(photo, photo_landmarks)
+        self._opening = fm.mouth_opening(photo_landmarks)
 
     def apply(
         self, frame: np.ndarray, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray
     ) -> None:
-        """Draw the inner mouth into ``frame`` (in place) where the target opens wider than the photo."""
+        """Draw the inner mouth into ``frame`` (in place) where the target opens wider than the photo,
+        or the lips closing over it where it is narrower."""
         polygon = target[fm.INNER_LIPS, :2]
         pad = int(np.ceil(2 * self._feather)) + 2
         height, width = frame.shape[:2]
@@ -113,30 +122,60 @@ class MouthInterior:
         # Lengths along the mouth scale with its width; heights are kept in photo pixels.
         scale = self._frame.width / mouth.width
         strip = np.maximum(photo_bottom - photo_top, 0.0) / 2
-        gap = (bottom - top) * scale - 2 * strip
-        if gap.max() < self._min_gap:
-            return  # no wider than the photo: the warp alone shows the photo's own mouth
+        # Each lip covers this much (photo pixels) of the target opening; what is left is drawn.
+        opening = fm.mouth_opening(target)
+        hidden = 1.0 - fm.drawn_gap(opening, self._opening, _CLOSED_OPENING) / max(opening, 1e-9)
+        cover = hidden * np.maximum(bottom - top, 0.0) * scale / 2
+        gap = (bottom - top) * scale - 2 * (cover + strip)
+        closing = cover.max() >= 0.5
+        if gap.max() < self._min_gap and not closing:
+            return  # as wide as the photo: the warp alone shows the photo's own mouth
         from_top = (y - top) * scale
         from_bottom = (bottom - y) * scale
-        in_upper = from_top < strip
-        in_lower = ~in_upper & (from_bottom < strip)
-        source_y = np.where(in_upper, photo_top + from_top, photo_bottom - from_bottom)
-        source = self._frame.point(s, source_y).astype(np.float32)
-        teeth = cv2.remap(self._photo, source, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-        cavity = self._cavity(driving, driving_lm, polygon - [x0, y0], (x1 - x0, y1 - y0))
+        # Two layers: what hangs from the upper lip (its edge continued over the cover, then the
+        # upper teeth) and what stands on the lower lip. The lower one shows inside its lip's cover
+        # and in its strip below the upper strip, with a pixel's antialiased edge between them.
+        upper = np.where(from_top < cover, photo_top - np.abs(from_top), photo_top + from_top - cover)
+        lower = np.where(
+            from_bottom < cover, photo_bottom + np.abs(from_bottom), photo_bottom - from_bottom + cover
+        )
+        lower_by = np.maximum(
+            cover - from_bottom, np.minimum(cover + strip - from_bottom, from_top - cover - strip)
+        )
+        lower_share = np.clip(0.5 + lower_by / scale, 0.0, 1.0)[..., None]
+        teeth = self._rows(s, upper) * (1 - lower_share) + self._rows(s, lower) * lower_share
         inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(inside, [np.round(polygon - [x0, y0]).astype(np.int32)], 255)
-        # The cavity fades in over the first pixels of new opening, so a mouth that just parts
-        # does not flash dark; strips and cavity meet with a soft edge.
-        cavity_alpha = np.clip(gap / (4 * self._min_gap), 0.0, 1.0) * ~(in_upper | in_lower)
-        cavity_alpha = cv2.GaussianBlur(cavity_alpha.astype(np.float32), (0, 0), self._feather / 2)
-        interior = teeth.astype(np.float32) * (1 - cavity_alpha[..., None]) + cavity * cavity_alpha[..., None]
-        # Feather inward only, so the blend never spills onto the lips.
-        shrunk = cv2.erode(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather / 2)))
-        alpha = cv2.GaussianBlur(shrunk, (0, 0), self._feather).astype(np.float32) / 255.0
-        alpha = np.minimum(alpha, inside.astype(np.float32) / 255.0)[..., None]
+        interior = teeth
+        if gap.max() >= self._min_gap:
+            cavity = self._cavity(driving, driving_lm, polygon - [x0, y0], (x1 - x0, y1 - y0))
+            # The cavity fades in over the first pixels of new opening, so a mouth that just parts
+            # does not flash dark; strips and cavity meet with a soft edge.
+            between = np.minimum(from_top, from_bottom) - cover - strip
+            cavity_alpha = np.clip(gap / (4 * self._min_gap), 0.0, 1.0) * np.clip(
+                0.5 + between / scale, 0.0, 1.0
+            )
+            cavity_alpha = cv2.GaussianBlur(cavity_alpha.astype(np.float32), (0, 0), self._feather / 2)
+            interior = teeth * (1 - cavity_alpha[..., None]) + cavity * cavity_alpha[..., None]
+        if closing:
+            # The lips drawn on both sides of their edges are the lips: the blend may spill onto
+            # them, and must, or a closing gap a pixel or two high would never be drawn.
+            grown = cv2.dilate(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather)))
+            alpha = cv2.GaussianBlur(grown, (0, 0), self._feather / 2).astype(np.float32)[..., None] / 255.0
+        else:
+            # Feather inward only, so the blend never spills onto the lips.
+            shrunk = cv2.erode(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather / 2)))
+            alpha = cv2.GaussianBlur(shrunk, (0, 0), self._feather).astype(np.float32) / 255.0
+            alpha = np.minimum(alpha, inside.astype(np.float32) / 255.0)[..., None]
         roi = frame[y0:y1, x0:x1]
         roi[:] = np.clip(roi * (1 - alpha) + interior * alpha + 0.5, 0, 255).astype(np.uint8)
+
+    def _rows(self, s: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The photo sampled at mouth-frame coordinates ``s`` (along) and ``rows`` (down), float."""
+        source = self._frame.point(s, rows).astype(np.float32)
+        return cv2.remap(
+            self._photo, source, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+        ).astype(np.float32)
 
     def _cavity(
         self, driving: np.ndarray, driving_lm: np.ndarray, polygon: np.ndarray, size: tuple[int, int]
