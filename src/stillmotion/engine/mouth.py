@@ -28,6 +28,8 @@ mirrored about the edge), covering what the drawn gap (``face_model.drawn_gap``,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -90,8 +92,25 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return solution.T
 
 
+@dataclass(frozen=True)
+class MouthPaint:
+    """The inner mouth of one frame, worked out: the image window, where in the photo the layer
+    hanging from the upper lip and the one standing on the lower lip come from (``cv2.remap`` maps,
+    ``(h, w, 2)`` float32), the lower layer's share, the driving cavity (affine from the driving frame,
+    per-channel gain, share) where the mouth opens, and how much of the window is drawn."""
+
+    rows: slice
+    cols: slice
+    upper: np.ndarray
+    lower: np.ndarray
+    lower_share: np.ndarray
+    cavity: tuple[np.ndarray, tuple[float, float, float, float], np.ndarray] | None
+    alpha: np.ndarray
+
+
 class MouthInterior:
-    """Draws the inner mouth wherever the target opens wider than the photo."""
+    """Draws the inner mouth wherever the target opens wider than the photo, and the lips closing
+    over the teeth wherever it is narrower (see the module)."""
 
     def __init__(self, photo: np.ndarray, photo_landmarks: np.ndarray, feather: float):
         self._photo = photo
@@ -104,15 +123,23 @@ class MouthInterior:
     def apply(
         self, frame: np.ndarray, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray
     ) -> None:
-        """Draw the inner mouth into ``frame`` (in place) where the target opens wider than the photo,
-        or the lips closing over it where it is narrower."""
+        """Draw the inner mouth into ``frame`` (in place) for the target landmarks ``target``."""
+        paint = self.prepare(target, driving, driving_lm)
+        if paint is not None:
+            self.paint(frame, paint, driving)
+
+    def prepare(self, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray) -> MouthPaint | None:
+        """All the geometry of drawing the mouth for the target landmarks ``target`` (``driving``
+        and ``driving_lm``: the driving frame and its landmarks), so ``paint`` is left with remaps
+        and blends (``animate`` prepares on its main thread, as it does the eyes); ``None`` when the
+        warp alone shows the photo's own mouth."""
         polygon = target[fm.INNER_LIPS, :2]
         pad = int(np.ceil(2 * self._feather)) + 2
-        height, width = frame.shape[:2]
+        height, width = self._photo.shape[:2]
         x0, y0 = np.maximum(np.floor(polygon.min(0)).astype(int) - pad, 0)
         x1, y1 = np.minimum(np.ceil(polygon.max(0)).astype(int) + pad, [width, height])
         if x1 - x0 < 2 or y1 - y0 < 2:
-            return
+            return None
         mouth = _MouthFrame(target)
         grid = np.stack(np.meshgrid(np.arange(x0, x1), np.arange(y0, y1)), -1).astype(np.float64)
         s, y = mouth.coordinates(grid)
@@ -128,8 +155,9 @@ class MouthInterior:
         cover = hidden * np.maximum(bottom - top, 0.0) * scale / 2
         gap = (bottom - top) * scale - 2 * (cover + strip)
         closing = cover.max() >= 0.5
-        if gap.max() < self._min_gap and not closing:
-            return  # as wide as the photo: the warp alone shows the photo's own mouth
+        opens = gap.max() >= self._min_gap
+        if not (opens or closing):
+            return None  # as wide as the photo: the warp alone shows the photo's own mouth
         from_top = (y - top) * scale
         from_bottom = (bottom - y) * scale
         # Two layers: what hangs from the upper lip (its edge continued over the cover, then the
@@ -142,51 +170,54 @@ class MouthInterior:
         lower_by = np.maximum(
             cover - from_bottom, np.minimum(cover + strip - from_bottom, from_top - cover - strip)
         )
-        lower_share = np.clip(0.5 + lower_by / scale, 0.0, 1.0)[..., None]
-        teeth = self._rows(s, upper) * (1 - lower_share) + self._rows(s, lower) * lower_share
         inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(inside, [np.round(polygon - [x0, y0]).astype(np.int32)], 255)
-        interior = teeth
-        if gap.max() >= self._min_gap:
-            cavity = self._cavity(driving, driving_lm, polygon - [x0, y0], (x1 - x0, y1 - y0))
+        cavity = None
+        if opens:
             # The cavity fades in over the first pixels of new opening, so a mouth that just parts
             # does not flash dark; strips and cavity meet with a soft edge.
             between = np.minimum(from_top, from_bottom) - cover - strip
-            cavity_alpha = np.clip(gap / (4 * self._min_gap), 0.0, 1.0) * np.clip(
-                0.5 + between / scale, 0.0, 1.0
-            )
-            cavity_alpha = cv2.GaussianBlur(cavity_alpha.astype(np.float32), (0, 0), self._feather / 2)
-            interior = teeth * (1 - cavity_alpha[..., None]) + cavity * cavity_alpha[..., None]
+            share = np.clip(gap / (4 * self._min_gap), 0.0, 1.0) * np.clip(0.5 + between / scale, 0.0, 1.0)
+            share = cv2.GaussianBlur(share.astype(np.float32), (0, 0), self._feather / 2)
+            to_window = _affine(driving_lm[fm.INNER_LIPS, :2], polygon - [x0, y0])
+            gain = np.clip(self._skin / np.maximum(_skin_colour(driving, driving_lm), 1.0), *_GAIN_RANGE)
+            cavity = (to_window, (*(float(g) for g in gain), 0.0), share)
         if closing:
             # The lips drawn on both sides of their edges are the lips: the blend may spill onto
             # them, and must, or a closing gap a pixel or two high would never be drawn.
             grown = cv2.dilate(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather)))
-            alpha = cv2.GaussianBlur(grown, (0, 0), self._feather / 2).astype(np.float32)[..., None] / 255.0
+            alpha = cv2.GaussianBlur(grown, (0, 0), self._feather / 2).astype(np.float32) / 255.0
         else:
             # Feather inward only, so the blend never spills onto the lips.
             shrunk = cv2.erode(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather / 2)))
             alpha = cv2.GaussianBlur(shrunk, (0, 0), self._feather).astype(np.float32) / 255.0
-            alpha = np.minimum(alpha, inside.astype(np.float32) / 255.0)[..., None]
-        roi = frame[y0:y1, x0:x1]
-        roi[:] = np.clip(roi * (1 - alpha) + interior * alpha + 0.5, 0, 255).astype(np.uint8)
-
-    def _rows(self, s: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """The photo sampled at mouth-frame coordinates ``s`` (along) and ``rows`` (down), float."""
-        source = self._frame.point(s, rows).astype(np.float32)
-        return cv2.remap(
-            self._photo, source, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
-        ).astype(np.float32)
-
-    def _cavity(
-        self, driving: np.ndarray, driving_lm: np.ndarray, polygon: np.ndarray, size: tuple[int, int]
-    ) -> np.ndarray:
-        """The driving inner mouth mapped onto ``polygon`` (ROI coordinates), in the photo's light."""
-        to_roi = _affine(driving_lm[fm.INNER_LIPS, :2], polygon)
-        warped = cv2.warpAffine(
-            driving, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+            alpha = np.minimum(alpha, inside.astype(np.float32) / 255.0)
+        return MouthPaint(
+            slice(y0, y1),
+            slice(x0, x1),
+            self._frame.point(s, upper).astype(np.float32),
+            self._frame.point(s, lower).astype(np.float32),
+            np.clip(0.5 + lower_by / scale, 0.0, 1.0).astype(np.float32),
+            cavity,
+            alpha,
         )
-        gain = np.clip(self._skin / np.maximum(_skin_colour(driving, driving_lm), 1.0), *_GAIN_RANGE)
-        return np.minimum(warped.astype(np.float32) * gain.astype(np.float32), 255.0)
+
+    def paint(self, frame: np.ndarray, paint: MouthPaint, driving: np.ndarray) -> None:
+        """Draw the mouth into ``frame`` (in place) as ``prepare`` worked out; OpenCV calls only, which
+        release the GIL (the render threads run side by side)."""
+        upper = cv2.remap(self._photo, paint.upper, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        lower = cv2.remap(self._photo, paint.lower, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        interior = cv2.blendLinear(lower, upper, paint.lower_share, 1.0 - paint.lower_share)
+        if paint.cavity is not None:
+            to_window, gain, share = paint.cavity
+            size = interior.shape[1::-1]
+            mapped = cv2.warpAffine(
+                driving, to_window, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+            )
+            cavity = cv2.multiply(mapped, gain)  # in the photo's light; saturates at 255
+            interior = cv2.blendLinear(cavity, interior, share, 1.0 - share)
+        roi = frame[paint.rows, paint.cols]
+        roi[:] = cv2.blendLinear(interior, roi, paint.alpha, 1.0 - paint.alpha)
 
 
 def _skin_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

@@ -46,7 +46,7 @@ from stillmotion.engine.motion import (
     resample_positions,
     smooth_zero_phase,
 )
-from stillmotion.engine.mouth import MouthInterior
+from stillmotion.engine.mouth import MouthInterior, MouthPaint
 from stillmotion.engine.options import RenderOptions, RenderReport
 from stillmotion.engine.segmentation import person_mask
 from stillmotion.engine.tracking import FaceTracker, count_faces, detect_photo_face
@@ -348,20 +348,20 @@ class _DrivingStream:
 def _render(
     subject: _Photo,
     vertices: np.ndarray,
-    target: np.ndarray,
     eyes: list[EyePaint],
+    mouth: MouthPaint | None,
     driving_frame: np.ndarray,
-    driving_lm: np.ndarray,
     stages: _Stages,
 ) -> np.ndarray:
-    """One output frame: the photo warped to ``vertices``, its eyes repainted (``eyes``, worked out on
-    the main thread) and the inner mouth drawn in."""
+    """One output frame: the photo warped to ``vertices``, its eyes repainted and the inner mouth
+    drawn in (``eyes`` and ``mouth`` worked out on the main thread)."""
     with stages("warp"):
         frame = subject.render(vertices)
     with stages("eyes"):
         subject.eyes.paint(frame, eyes)
-    with stages("mouth"):
-        subject.mouth.apply(frame, target, driving_frame, driving_lm)
+    if mouth is not None:
+        with stages("mouth"):
+            subject.mouth.paint(frame, mouth, driving_frame)
     return frame
 
 
@@ -485,10 +485,9 @@ def _animate(
                         target = retarget.target(target_lm)
                         vertices = subject.rig.vertices(target)
                         eyes = subject.eyes.prepare(target)
+                        mouth = subject.mouth.prepare(target, driving_frame, driving_lm)
                     pending.append(
-                        renderers.submit(
-                            _render, subject, vertices, target, eyes, driving_frame, driving_lm, stages
-                        )
+                        renderers.submit(_render, subject, vertices, eyes, mouth, driving_frame, stages)
                     )
                     if observer is not None:
                         observer(
