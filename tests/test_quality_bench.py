@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,11 @@ from skimage.metrics import structural_similarity
 
 from stillmotion.bench import metrics, quality
 from stillmotion.engine import face_model as fm
+from stillmotion.engine import media
+from stillmotion.engine.framing import fit_photo, output_size
+from stillmotion.engine.tracking import detect_photo_face
 from stillmotion.engine.warp import MeshWarp
+from stillmotion.samples import sample_image
 
 RNG_SEED = 3
 
@@ -119,6 +124,21 @@ def test_a_detector_offset_turns_and_scales_with_the_face() -> None:
     moved[:, :2] = 2.0 * face[:, :2] @ turn.T + [40.0, -7.0]
     carried = metrics.carry_offset(offset, face, moved)
     np.testing.assert_allclose(carried, np.tile([0.0, 4.0], (len(face), 1)), atol=1e-9)
+
+
+def test_the_detectors_zero_is_read_through_the_outputs_encoder(tmp_path: Path) -> None:
+    original = media.read_image(sample_image())
+    height, width = original.shape[:2]
+    photo = fit_photo(original, output_size(width, height, quality.RESOLUTION), (0, 0, width, height))
+    landmarks = detect_photo_face(photo)
+    raw = quality._detector_offset(photo, landmarks)
+    still = tmp_path / "still.mp4"
+    encoded = quality._detector_offset(photo, landmarks, (still, Fraction(30)))
+    assert media.probe_video(still).frame_count == quality._CALIBRATION_FRAMES
+    size = fm.interocular(landmarks)
+    # The same unmoved face, read a little differently once encoded: a zero, not a motion.
+    assert np.linalg.norm(raw, axis=1).mean() < 0.03 * size
+    assert 0 < np.linalg.norm(encoded - raw, axis=1).mean() < 0.01 * size
 
 
 def test_face_measures_are_the_engine_measures() -> None:
