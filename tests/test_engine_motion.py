@@ -125,3 +125,27 @@ def test_lips_that_meet_in_the_driving_face_meet_in_the_photo_even_a_wide_smiles
         # ...and the driving mouth at rest leaves the photo's as it is.
         rest = Retargeter(photo, reference).target(reference)
         assert fm.mouth_opening(rest) == pytest.approx(fm.mouth_opening(photo), rel=0.02)
+
+
+def _lower_lip_thinned(face: np.ndarray, share: float, *, keep: int) -> np.ndarray:
+    """``face`` with its lower lip thinned by ``share``: its rings moved toward ring ``keep`` (0 the
+    inner contour, which then stays where it is, -1 the outer)."""
+    thin = face.copy()
+    rings = fm.LOWER_LIP_RINGS
+    thin[rings] = face[rings] + share * (face[rings[keep]] - face[rings])
+    return thin
+
+
+def _lower_lip_thickness(face: np.ndarray) -> float:
+    rings = fm.LOWER_LIP_RINGS
+    return float(np.linalg.norm(face[rings[0], :2] - face[rings[-1], :2], axis=1).mean())
+
+
+def test_a_lip_thins_by_the_driving_lips_share_not_its_pixels(landmarks):
+    reference = landmarks
+    # A photo whose lower lip is half as full, its mouth as open as the reference's.
+    photo = _lower_lip_thinned(landmarks, 0.5, keep=0)
+    target = Retargeter(photo, reference).target(_lower_lip_thinned(reference, 0.2, keep=-1))
+    # The driving lip loses a fifth of its thickness; so does the photo's (the same pixels would
+    # have taken two fifths of it).
+    assert _lower_lip_thickness(target) == pytest.approx(0.8 * _lower_lip_thickness(photo), rel=0.05)

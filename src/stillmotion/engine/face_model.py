@@ -179,11 +179,19 @@ def head_angles(lm: np.ndarray) -> tuple[float, float, float]:
     return yaw, pitch, roll
 
 
+def lip_gap(lm: np.ndarray) -> float:
+    """The inner lips' gap at the middle of the mouth, in the landmarks' units."""
+    return float(np.linalg.norm(lm[UPPER_INNER_LIP_MID, :2] - lm[LOWER_INNER_LIP_MID, :2]))
+
+
+def mouth_width(lm: np.ndarray) -> float:
+    """The distance between the inner lips' corners, in the landmarks' units."""
+    return float(np.linalg.norm(lm[MOUTH_LEFT, :2] - lm[MOUTH_RIGHT, :2]))
+
+
 def mouth_opening(lm: np.ndarray) -> float:
     """Inner-lip gap over mouth width: 0 closed, about 0.5 to 0.8 wide open."""
-    gap = np.linalg.norm(lm[UPPER_INNER_LIP_MID, :2] - lm[LOWER_INNER_LIP_MID, :2])
-    width = np.linalg.norm(lm[MOUTH_LEFT, :2] - lm[MOUTH_RIGHT, :2])
-    return float(gap / max(width, 1e-6))
+    return lip_gap(lm) / max(mouth_width(lm), 1e-6)
 
 
 def eye_gaps(lm: np.ndarray) -> tuple[float, float]:

@@ -105,13 +105,15 @@ class Retargeter:
     The mouth's *opening* is the exception to relative transfer: a photo that smiles with parted lips
     would otherwise never close them. Where the photo's lips are parted wider than the reference's,
     the jaw (lower lip, chin) is first raised by the difference, so at the reference the photo's mouth
-    is as open as the driving mouth; the lips' shape stays the photo's own. Below the reference's
-    opening, the lips' gap closes in proportion to the driving gap (the jaw raised by what the scaled
-    motion leaves open), so lips that meet in the driving face meet in the photo, even a wide smile's
-    whose gap the driving mouth's closing travel would not cover; opening wider than the reference
-    is the driving jaw's own travel.
+    is about as open as the driving mouth; the lips' shape stays the photo's own. Below the
+    reference's opening, the lips' gap closes in proportion to the driving gap (the jaw raised or
+    lowered by what the motion leaves over), so lips that meet in the driving face meet in the photo,
+    even a wide smile's whose gap the driving mouth's closing travel would not cover; opening wider
+    than the reference is the driving jaw's own travel.
     The lids' motion is scaled by the photo's lid gap over the reference's (``_lid_gain``), so a
-    blink closes the photo's eye however wide it is.
+    blink closes the photo's eye however wide it is; likewise each lip's deformation, measured from
+    its outer contour, by the photo's lip thickness over the reference's (``_lip_band_gain``), so a
+    lip thins or fills by the driving lip's share of its thickness.
     """
 
     #: Soft limits on the head's travel, in the photo's inter-ocular distances, and on its change of
@@ -127,14 +129,14 @@ class Retargeter:
         self._to_photo = fm.fit_similarity(reference[fm.RIGID], photo[fm.RIGID])
         self._pivot = photo[fm.RIGID].mean(0)
         self._face = fm.interocular(photo)
-        self._jaw = _jaw_raise(photo)
-        width = float(np.linalg.norm(photo[fm.MOUTH_LEFT, :2] - photo[fm.MOUTH_RIGHT, :2]))
-        excess = max((fm.mouth_opening(photo) - fm.mouth_opening(reference)) * width, 0.0)
-        self._jaw_closure = excess * self._jaw
-        self._reference_gap = _lip_gap(reference)
+        self._jaw, self._down, self._jaw_closes = _jaw_raise(photo)
+        excess = fm.mouth_opening(photo) - fm.mouth_opening(reference)
+        self._jaw_closure = max(excess * fm.mouth_width(photo), 0.0) * self._jaw
+        self._reference_gap = fm.lip_gap(reference)
         #: Photo pixels of lip gap per driving pixel, from the reference down to closed lips.
-        self._lip_gain = _lip_gap(photo + self._jaw_closure) / max(self._reference_gap, 1e-9)
+        self._gap_gain = self._gap(photo + self._jaw_closure) / max(self._reference_gap, 1e-9)
         self._lid_gain = _lid_gain(photo, reference, self._to_photo.scale)
+        self._lip_gain = _lip_band_gain(photo, reference, self._to_photo.scale)
 
     def target(self, driving: np.ndarray) -> np.ndarray:
         """The photo's landmarks ``(478, 3)`` as they should be for this driving frame."""
@@ -144,12 +146,14 @@ class Retargeter:
         unposed = pose.inverse().apply(driving)
         expression = unposed - ref
         align = self._to_photo
-        expression = expression * self._lid_gain
-        # Closing lips: the scaled motion closes the photo's gap by ``scale`` per driving pixel, and
-        # proportion wants ``lip_gain``: the jaw makes up the difference.
-        closing = max(self._reference_gap - _lip_gap(unposed), 0.0)
-        jaw = self._jaw_closure + closing * (self._lip_gain - align.scale) * self._jaw
-        photo_expr = self._photo + jaw + align.scale * expression @ align.rotation.T
+        expression = _with_lip_bands_scaled(expression * self._lid_gain, self._lip_gain)
+        photo_expr = self._photo + self._jaw_closure + align.scale * expression @ align.rotation.T
+        driving_gap = fm.lip_gap(unposed)
+        if driving_gap < self._reference_gap:
+            # Closing lips close in proportion: the jaw makes up what the motion leaves open (or
+            # takes back what it closes too far).
+            too_open = self._gap(photo_expr) - self._gap_gain * driving_gap
+            photo_expr += too_open / self._jaw_closes * self._jaw
         # Pose change expressed in the photo's frame: conjugate the rotation by the alignment.
         rotation = align.rotation @ pose.rotation @ align.rotation.T
         shift = driving[fm.RIGID].mean(0) - ref[fm.RIGID].mean(0)
@@ -158,6 +162,10 @@ class Retargeter:
         shift = _soft_limit(shift, self.MAX_SHIFT * self._face)
         scale = float(np.exp(_soft_limit(np.log(pose.scale), np.log1p(self.MAX_SCALE_CHANGE))))
         return scale * (photo_expr - self._pivot) @ rotation.T + self._pivot + shift
+
+    def _gap(self, face: np.ndarray) -> float:
+        """The inner lips' gap at the middle, down the photo's face (negative if they cross)."""
+        return float((face[fm.LOWER_INNER_LIP_MID, :2] - face[fm.UPPER_INNER_LIP_MID, :2]) @ self._down)
 
 
 #: Bounds on how much more (or less) a photo's lids move than the driving lids, relative to the
@@ -178,25 +186,48 @@ def _lid_gain(photo: np.ndarray, reference: np.ndarray, scale: float) -> np.ndar
     return gain
 
 
-def _lip_gap(landmarks: np.ndarray) -> float:
-    """The inner lips' gap at the middle of the mouth, in the landmarks' units."""
-    return float(
-        np.linalg.norm(landmarks[fm.UPPER_INNER_LIP_MID, :2] - landmarks[fm.LOWER_INNER_LIP_MID, :2])
-    )
+#: Bounds on how much thicker (or thinner) a photo's lip is than the driving one, column by column.
+_LIP_GAIN_RANGE = (0.5, 2.0)
 
 
-def _jaw_raise(photo: np.ndarray) -> np.ndarray:
-    """Per-landmark motion ``(478, 3)`` that raises the photo's jaw by one pixel at the lower lip.
+def _lip_band_gain(photo: np.ndarray, reference: np.ndarray, scale: float) -> np.ndarray:
+    """Per lip column ``(2, 9)`` (upper lip, lower lip; ``face_model``'s lip rings' columns): the
+    photo's lip thickness there over the reference's, compared at the same face size."""
+
+    def thickness(face: np.ndarray) -> np.ndarray:
+        rings = np.stack([fm.UPPER_LIP_RINGS, fm.LOWER_LIP_RINGS])
+        return np.linalg.norm(face[rings[:, 0], :2] - face[rings[:, -1], :2], axis=-1)
+
+    return np.clip(thickness(photo) / np.maximum(scale * thickness(reference), 1e-9), *_LIP_GAIN_RANGE)
+
+
+def _with_lip_bands_scaled(expression: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """``expression`` with each lip's deformation, measured from its outer contour, scaled column by
+    column by ``gain`` (``_lip_band_gain``): the outer contour moves as the driving one does, and a
+    lip thins or thickens by the driving lip's *share*, not its pixels — a thin lip driven by a full
+    one would otherwise be squeezed to nothing as the mouth opens, and a full one barely change."""
+    scaled = expression.copy()
+    for rings, columns in zip((fm.UPPER_LIP_RINGS, fm.LOWER_LIP_RINGS), gain, strict=True):
+        outer = expression[rings[-1]]
+        scaled[rings[:-1]] = outer + columns[:, None] * (expression[rings[:-1]] - outer)
+    return scaled
+
+
+def _jaw_raise(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-landmark motion ``(478, 3)`` that raises the photo's jaw by one pixel at the lower lip,
+    the face's down direction (unit, 2D), and by how much that closes the lips' gap (pixels).
 
     Weights rise from the mouth corners' line to 1 at the lower lip and below, and fade out sideways
-    beyond the mouth's width, so the lower face moves as a jaw does and the cheeks stay put.
+    beyond the mouth's width, so the lower face moves as a jaw does and the cheeks stay put. A smile
+    lifts the corners above the upper lip's middle, which then rides up a little with the jaw: the
+    gap closes by less than the lower lip rises.
     """
     motion = np.zeros_like(photo)
-    width = float(np.linalg.norm(photo[fm.MOUTH_LEFT, :2] - photo[fm.MOUTH_RIGHT, :2]))
-    if width <= 0:
-        return motion
     down = photo[fm.CHIN, :2] - photo[fm.FOREHEAD, :2]
-    down /= np.linalg.norm(down)
+    down /= max(float(np.linalg.norm(down)), 1e-9)
+    width = fm.mouth_width(photo)
+    if width <= 0:
+        return motion, down, 1.0
     across = np.array([-down[1], down[0]])
     centre = (photo[fm.MOUTH_LEFT, :2] + photo[fm.MOUTH_RIGHT, :2]) / 2
     rel = photo[:, :2] - centre
@@ -204,8 +235,10 @@ def _jaw_raise(photo: np.ndarray) -> np.ndarray:
     vertical = np.clip(rel @ down / lower_lip, 0.0, 1.0)
     half = width / 2
     sideways = np.clip((2.2 * half - np.abs(rel @ across)) / (1.2 * half), 0.0, 1.0)
-    motion[:, :2] = -(vertical * sideways)[:, None] * down
-    return motion
+    weight = vertical * sideways
+    motion[:, :2] = -weight[:, None] * down
+    closes = float(weight[fm.LOWER_INNER_LIP_MID] - weight[fm.UPPER_INNER_LIP_MID])
+    return motion, down, max(closes, 0.05)
 
 
 #: Share of a soft limit below which values pass unchanged.

@@ -93,6 +93,16 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Cavity:
+    """The driving inner mouth in one frame's window: the affine from the driving frame to the
+    window, the per-channel gain into the photo's light (a ``cv2`` scalar), and its share per pixel."""
+
+    to_window: np.ndarray
+    gain: tuple[float, float, float, float]
+    share: np.ndarray
+
+
+@dataclass(frozen=True)
 class MouthPaint:
     """The inner mouth of one frame, worked out: the image window, where in the photo the layer
     hanging from the upper lip and the one standing on the lower lip come from (``cv2.remap`` maps,
@@ -104,7 +114,7 @@ class MouthPaint:
     upper: np.ndarray
     lower: np.ndarray
     lower_share: np.ndarray
-    cavity: tuple[np.ndarray, tuple[float, float, float, float], np.ndarray] | None
+    cavity: Cavity | None
     alpha: np.ndarray
 
 
@@ -181,7 +191,7 @@ class MouthInterior:
             share = cv2.GaussianBlur(share.astype(np.float32), (0, 0), self._feather / 2)
             to_window = _affine(driving_lm[fm.INNER_LIPS, :2], polygon - [x0, y0])
             gain = np.clip(self._skin / np.maximum(_skin_colour(driving, driving_lm), 1.0), *_GAIN_RANGE)
-            cavity = (to_window, (*(float(g) for g in gain), 0.0), share)
+            cavity = Cavity(to_window, (*(float(g) for g in gain), 0.0), share)
         if closing:
             # The lips drawn on both sides of their edges are the lips: the blend may spill onto
             # them, and must, or a closing gap a pixel or two high would never be drawn.
@@ -208,14 +218,17 @@ class MouthInterior:
         upper = cv2.remap(self._photo, paint.upper, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         lower = cv2.remap(self._photo, paint.lower, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         interior = cv2.blendLinear(lower, upper, paint.lower_share, 1.0 - paint.lower_share)
-        if paint.cavity is not None:
-            to_window, gain, share = paint.cavity
-            size = interior.shape[1::-1]
+        cavity = paint.cavity
+        if cavity is not None:
             mapped = cv2.warpAffine(
-                driving, to_window, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+                driving,
+                cavity.to_window,
+                interior.shape[1::-1],
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REFLECT101,
             )
-            cavity = cv2.multiply(mapped, gain)  # in the photo's light; saturates at 255
-            interior = cv2.blendLinear(cavity, interior, share, 1.0 - share)
+            lit = cv2.multiply(mapped, cavity.gain)  # in the photo's light; saturates at 255
+            interior = cv2.blendLinear(lit, interior, cavity.share, 1.0 - cavity.share)
         roi = frame[paint.rows, paint.cols]
         roi[:] = cv2.blendLinear(interior, roi, paint.alpha, 1.0 - paint.alpha)
 
