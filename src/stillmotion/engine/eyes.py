@@ -18,8 +18,8 @@ photo, in the eye's own frame (``face_model.eye_frame``: its corners at 0 and 1)
 FaceMesh never reads a shut eye as shut: its lids stay about ``_SHUT_OPENNESS`` of the eye's width
 apart (the sample's blink measures 0.08), so the driving motion says "shut" at that openness, not
 at zero. The repaint draws openings from there down as shut, easing the gap toward it
-(``face_model.drawn_gap``): a blink closes the photo's eye, and the output re-detected reads as shut as the
-driving eye did.
+(``face_model.drawn_gap``): a blink closes the photo's eye, and the output re-detected reads as
+shut as the driving eye did.
 
 Compositing a separately transformed layer of the photo through an opening follows the inner-mouth
 transfer of Averbuch-Elor et al., "Bringing Portraits to Life" (SIGGRAPH Asia 2017).
