@@ -362,13 +362,13 @@ def _cross_reenactment(
     background = metrics.background_mask(person_mask(fitted))
 
     offset = _detector_offset(fitted, traces.photo_landmarks, (work / "still.mp4", report.fps))
-    raw_offset = _detector_offset(fitted, traces.photo_landmarks)
+    unencoded_offset = _detector_offset(fitted, traces.photo_landmarks)
     showcase = _showcase_frames(metrics.measure_series(driving), reference)
     kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     rendered_landmarks: Landmarks = []
     errors: dict[int, float] = {}
     errors_raw: dict[int, float] = {}
-    errors_raw_photo: dict[int, float] = {}
+    errors_unencoded_zero: dict[int, float] = {}
     changes: dict[int, float] = {}
     changes_fixed: dict[int, float] = {}
     first_luma: np.ndarray | None = None
@@ -379,7 +379,7 @@ def _cross_reenactment(
             rendered_landmarks.append(detected)
             if detected is not None:
                 errors_raw[index] = metrics.landmark_error(detected, target)
-                for found, zero in ((errors, offset), (errors_raw_photo, raw_offset)):
+                for found, zero in ((errors, offset), (errors_unencoded_zero, unencoded_offset)):
                     expected = target[:, :2] + metrics.carry_offset(zero, traces.photo_landmarks, target)
                     found[index] = metrics.landmark_error(detected, expected)
             frame_luma = metrics.luma(rendered)
@@ -410,7 +410,7 @@ def _cross_reenactment(
         "landmark_error_vs_target": {
             **_summary(errors),
             "uncalibrated": _summary(errors_raw),
-            "calibrated_on_the_unencoded_photo": _summary(errors_raw_photo),
+            "calibrated_on_the_unencoded_photo": _summary(errors_unencoded_zero),
             "detector_offset": float(
                 np.linalg.norm(offset, axis=1).mean() / fm.interocular(traces.photo_landmarks)
             ),
