@@ -126,10 +126,9 @@ def _blob(photo: Photo) -> np.ndarray:
     """
     import cv2  # the engine's OpenCV; imported here so importing this module stays cheap
 
-    from stillmotion.engine.media import read_image
+    from stillmotion.engine.media import photo_pixels
 
-    rgb = photo if isinstance(photo, np.ndarray) else read_image(photo)
-    image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    image = cv2.cvtColor(photo_pixels(photo), cv2.COLOR_RGB2BGR)
     height, width = image.shape[:2]
     side = max(height, width)
     square = cv2.copyMakeBorder(image, 0, side - height, 0, side - width, cv2.BORDER_CONSTANT)

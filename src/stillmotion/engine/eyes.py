@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from stillmotion.engine import face_model as fm
+from stillmotion.engine.easing import smoothstep
 
 #: Photo eyes less open than this (lid gap over width) show too little eyeball to repaint an opening
 #: with: a photo with closed eyes keeps the warp's own rendering.
@@ -112,6 +113,17 @@ def _by_x(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return points.real[order], points.imag[order]
 
 
+@dataclass(frozen=True)
+class _AtRest:
+    """One eye as the photo shows it: which landmarks make it, its lids, their gap (its openness)
+    and its iris radius (eye widths)."""
+
+    eye: _Eye
+    lids: _Lids
+    gap: float
+    radius: float
+
+
 class EyeInterior:
     """Repaints each eye of a warped frame: the photo's eyeball in the target opening, the photo's
     upper lid slid over it (see the module)."""
@@ -120,26 +132,26 @@ class EyeInterior:
         self._photo = photo
         irises = (fm.RIGHT_IRIS, fm.LEFT_IRIS)
         openness = fm.eye_openness(photo_landmarks)
-        #: Each eye the photo shows open enough, its lids at rest, and its iris radius (eye widths).
-        self._eyes: list[tuple[_Eye, _Lids, float]] = []
+        #: Each eye the photo shows open enough, as it is in the photo.
+        self._eyes: list[_AtRest] = []
         for (upper, lower), iris, open_by in zip(fm.EYE_LIDS, irises, openness, strict=True):
             if open_by < _MIN_PHOTO_OPENNESS:
                 continue
             eye = _Eye(upper, lower, iris)
             rest = eye.lids(photo_landmarks)
-            self._eyes.append((eye, rest, float(np.abs(rest.rim - rest.iris).mean())))
+            self._eyes.append(_AtRest(eye, rest, rest.gap(), float(np.abs(rest.rim - rest.iris).mean())))
 
     def prepare(self, target: np.ndarray) -> list[EyePaint]:
         """What repainting the eyes takes for the target landmarks ``target``: all the geometry, so
         ``paint`` is left with one remap and one blend per eye (``animate`` prepares on its main
         thread, which has time to spare, and paints on the render threads, which have none)."""
         paints = []
-        for eye, rest, radius in self._eyes:
-            now = eye.lids(target)
+        for eye in self._eyes:
+            now = eye.eye.lids(target)
             gap = now.gap()
             if gap > 0:
-                now = now.with_gap(fm.drawn_gap(gap, rest.gap(), _SHUT_OPENNESS) / gap)
-            paint = self._prepare_eye(now.opening(), rest, now, radius)
+                now = now.with_gap(fm.drawn_gap(gap, eye.gap, _SHUT_OPENNESS) / gap)
+            paint = self._prepare_eye(eye, now)
             if paint is not None:
                 paints.append(paint)
         return paints
@@ -157,7 +169,8 @@ class EyeInterior:
         """Repaint the eyes of ``frame`` (in place) for the target landmarks ``target``."""
         self.paint(frame, self.prepare(target))
 
-    def _prepare_eye(self, opening: np.ndarray, rest: _Lids, now: _Lids, radius: float) -> EyePaint | None:
+    def _prepare_eye(self, eye: _AtRest, now: _Lids) -> EyePaint | None:
+        rest, opening = eye.lids, now.opening()
         travel = float(np.max(np.abs(np.interp(now.upper[0], *rest.upper) - now.upper[1])))
         # What changes: the opening, the lid's band above its edge and the skin that stretches above.
         reach_up = _LID_BAND + max(_LID_BAND, _LID_SKIN_SPAN * travel)
@@ -180,7 +193,7 @@ class EyeInterior:
         lid, lid_share = _lid_map(z.imag, lids.top, lids.top - lids.rest_top)
         # Beyond the corners nothing of the lid moves: the warp's own pixels stay.
         lid_share *= np.clip(np.minimum(z.real, 1.0 - z.real) / _CORNER_TAPER, 0.0, 1.0)
-        eyeball = _eyeball_map(z, lids, rest.iris, now.iris, radius)
+        eyeball = _eyeball_map(z, lids, rest.iris, now.iris, eye.radius)
         # Antialiased opening: its edge pixels mix the two maps by how much of them lies inside.
         inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
         corners = np.round((opening - [x0, y0]) * 16).astype(np.int32)
@@ -222,8 +235,7 @@ def _eyeball_map(
     stretch = np.where(reach > rest_reach, rest_reach / np.maximum(reach, 1e-9), 1.0)
     source = z.real + 1j * (level + (v - level) * stretch)
     iris = complex(np.clip(iris.real, _IRIS_SIDE, 1 - _IRIS_SIDE), iris.imag)
-    weight = np.clip(2.0 - np.abs(z - iris) / max(radius, 1e-9), 0.0, 1.0)
-    weight = weight * weight * (3 - 2 * weight)
+    weight = smoothstep(2.0 - np.abs(z - iris) / max(radius, 1e-9))
     return source - (iris - rest_iris) * weight
 
 
@@ -239,6 +251,5 @@ def _lid_map(v: np.ndarray, top: np.ndarray, drop: np.ndarray) -> tuple[np.ndarr
     """
     span = np.maximum(_LID_BAND, _LID_SKIN_SPAN * np.abs(drop))
     above = top - v
-    share = np.clip(1.0 - (above - _LID_BAND) / span, 0.0, 1.0)
-    share = np.where(above > 0, share * share * (3 - 2 * share), 0.0)
+    share = np.where(above > 0, smoothstep(1.0 - (above - _LID_BAND) / span), 0.0)
     return v - drop * share, share

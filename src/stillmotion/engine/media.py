@@ -111,6 +111,12 @@ class _ImageHeader:
     """EXIF orientation, 1 to 8; 1 (as stored) when the file has none."""
 
 
+def photo_pixels(photo: Path | np.ndarray) -> np.ndarray:
+    """A photo's RGB pixels: ``photo`` itself when a caller has already decoded it with
+    ``read_image``, else ``read_image(photo)``."""
+    return photo if isinstance(photo, np.ndarray) else read_image(photo)
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode a photo into RGB ``uint8`` (H, W, 3), upright as its EXIF orientation says.
 

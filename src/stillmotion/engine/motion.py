@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from stillmotion.engine import face_model as fm
+from stillmotion.engine.easing import smoothstep
 
 _TWO_PI = 2.0 * math.pi
 
@@ -276,8 +277,7 @@ class LostFaceBridge:
             self._last, self._missing = landmarks, 0
             return landmarks
         self._missing += 1
-        t = min(max(self._missing - self._hold, 0) / self._ease, 1.0)
-        t = t * t * (3 - 2 * t)  # smoothstep: no jolt at either end of the ease
+        t = smoothstep((self._missing - self._hold) / self._ease)
         return (1 - t) * self._last + t * self._rest
 
 

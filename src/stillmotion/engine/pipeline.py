@@ -410,7 +410,7 @@ def _animate(
     quality = Quality.for_options(options)
     with stages("probe"):
         info = media.probe_video(video)
-        original = photo if isinstance(photo, np.ndarray) else media.read_image(photo)
+        original = media.photo_pixels(photo)
     fps_in = float(info.fps)
     fps_out = info.fps if options.target_fps is None else Fraction(options.target_fps)
     estimate = max(info.frame_count, 1)
