@@ -336,3 +336,26 @@ def test_the_ring_under_the_jaw_moves_with_the_jaw(face):
     moved = rig.vertices(target)[ring] - rig.source[ring]
     # Followed as the jaw moves (less the neck's share), so the band between them is not stretched.
     assert (moved[under, 1] < -0.9 * HeadRig.NECK_FOLLOW * rise).all()
+
+
+def test_the_head_ring_moves_with_the_outline_of_a_turning_head(face):
+    landmarks, person, size = face
+    rig = HeadRig(landmarks, size, person)
+    centre = landmarks[fm.RIGID].mean(0)
+    target = (landmarks - centre) @ _rotation(math.radians(15), 0.0).T + centre
+    ring = slice(fm.N_LANDMARKS, fm.N_LANDMARKS + HeadRig.RAYS)
+    beside = np.abs(rig.source[ring][:, 1] - landmarks[fm.RIGHT_EYE_CORNERS[0], 1]) < 0.5 * fm.interocular(
+        landmarks
+    )
+    moved = (rig.vertices(target)[ring] - rig.source[ring])[beside, 0]
+    left = rig.source[ring][beside, 0] < centre[0]
+    # In depth one cheek's outline swings out, the other's in: no one motion of the head fits both.
+    outline = target[fm.FACE_OVAL, 0] - landmarks[fm.FACE_OVAL, 0]
+    assert abs(outline.max() - outline.min()) > 0.1 * fm.interocular(landmarks)
+    # The hair beside each cheek moves as that cheek's outline does, so the band between them keeps
+    # its width on both sides instead of being stretched on one and squeezed on the other.
+    nearest = np.argmin(
+        np.linalg.norm(rig.source[ring][beside, None] - landmarks[None, fm.FACE_OVAL, :2], axis=2), axis=1
+    )
+    np.testing.assert_allclose(moved, outline[nearest], atol=1e-9)
+    assert moved[left].mean() != pytest.approx(moved[~left].mean(), abs=0.05 * fm.interocular(landmarks))

@@ -329,12 +329,12 @@ class HeadRig:
     background points around them, anchors outside the frame) and its triangles.
 
     The head ring is fitted to the photo's own head: along rays from the face centre it lies just
-    outside the person mask (so all of the hair is inside it and moves rigidly with the head), and
-    hugs the jaw below the ears, where the neck joins the body. It follows the head's in-plane motion
-    fully above the chin and half below it (eased across a band). Body points (a grid over the
-    person outside the head) move *rigidly*, by a damped share of the head's travel, so shoulders and
-    torso sway with the head instead of stretching toward it (with ``body_sway`` off the body stays
-    still, rigid too).
+    outside the person mask (so all of the hair is inside it and moves with the head), and hugs the
+    jaw below the ears, where the neck joins the body. Each ring point moves as the face outline
+    nearest to it does, fully above the chin and by a share below it (eased across a band). Body
+    points (a grid over the person outside the head) move *rigidly*, by a damped share of the head's
+    travel, so shoulders and torso sway with the head instead of stretching toward it (with
+    ``body_sway`` off the body stays still, rigid too).
     Background points and the anchors outside the frame stay still: whatever the mesh stretches
     there, the compositor replaces with the still background plate.
 
@@ -411,11 +411,13 @@ class HeadRig:
         chin, band = photo_landmarks[fm.CHIN, 1], 0.5 * self.NECK_BAND * radius
         follow = np.interp(head[:, 1], [chin - band, chin + band], [self.HEAD_FOLLOW, self.NECK_FOLLOW])
         self._head_follow = follow[:, None]
-        # Below the ears the ring hugs the jaw: it moves as the nearest jaw point does (a head tilting
-        # back squashes the jaw upward, which no similarity of the whole oval captures), or the band
-        # between jaw and ring is stretched into a bulge of skin.
+        # The ring moves as the nearest outline point does, not by the outline's best similarity:
+        # the outline carries the head's turn in depth (one side of a yawing face narrows, the other
+        # widens) and the jaw's motion (a head tilting back squashes the jaw upward), which no 2D
+        # similarity captures; moved by one, the hair and skin between outline and ring were
+        # stretched on one side and squeezed on the other (a bulge of skin beside the jaw, hair
+        # pulled off a turning cheek).
         self._nearest_oval = np.argmin(np.linalg.norm(head[:, None] - oval[None], axis=2), axis=1)
-        self._jaw_share = np.clip((rays[:, 1] - 0.1) / 0.25, 0.0, 1.0)[:, None]
         self._body = body
         self._body_follow = self.BODY_FOLLOW if body_sway else np.zeros(2)
         self._still = np.concatenate([outer, anchors])
@@ -484,11 +486,9 @@ class HeadRig:
     def _place(self, target_landmarks: np.ndarray) -> np.ndarray:
         """Every vertex but the oval's split points, before the face is unfolded."""
         tgt2 = self._untangle(target_landmarks[:, :2])
-        head_motion = fm.fit_similarity(self._oval, tgt2[fm.FACE_OVAL])
-        head = self._head
-        jaw = (tgt2[fm.FACE_OVAL] - self._oval)[self._nearest_oval]
-        moved = (1 - self._jaw_share) * (head_motion.apply(head) - head) + self._jaw_share * jaw
-        moved_head = head + self._head_follow * moved
+        outline = tgt2[fm.FACE_OVAL]
+        moved_head = self._head + self._head_follow * (outline - self._oval)[self._nearest_oval]
+        head_motion = fm.fit_similarity(self._oval, outline)
         travel = head_motion.apply(self._centre[None])[0] - self._centre
         moved_body = self._body + self._body_follow * travel
         return np.concatenate([tgt2, moved_head, moved_body, self._still])
