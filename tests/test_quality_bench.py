@@ -293,3 +293,29 @@ def test_run_measures_every_metric_and_writes_the_images(tmp_path: Path) -> None
         image = cv2.imread(str(tmp_path / f"{name}.png"))
         assert image is not None and image.shape[0] == 720
     assert results["self_reenactment"]["frames_measured"] > 100
+
+
+def test_the_instrument_floor_is_zero_for_the_unmoved_photo_and_grows_with_motion(tmp_path: Path) -> None:
+    original = media.read_image(sample_image())
+    height, width = original.shape[:2]
+    photo = fit_photo(original, output_size(width, height, quality.RESOLUTION), (0, 0, width, height))
+    landmarks = detect_photo_face(photo)
+    encoded_as = (tmp_path / "still.mp4", Fraction(30))
+    offset = quality._detector_offset(photo, landmarks, encoded_as)
+    still = quality._instrument_floor(
+        photo, landmarks, [landmarks] * 8, offset, (tmp_path / "a.mp4", Fraction(30))
+    )
+    # Turned and shifted a little more each frame, as a talking head is.
+    centre = landmarks[fm.RIGID, :2].mean(0)
+    moving = []
+    for k in range(8):
+        angle = math.radians(2.0 * k)
+        turn = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        moved = landmarks.copy()
+        moved[:, :2] = (landmarks[:, :2] - centre) @ turn.T + centre + [3.0 * k, -1.5 * k]
+        moving.append(moved)
+    floor = quality._instrument_floor(photo, landmarks, moving, offset, (tmp_path / "b.mp4", Fraction(30)))
+    # Unmoved, only the first frame scores (a detection, where the calibration reads the tracker's
+    # frames after it; the output's first frame is read the same way): about 0.013 once in 8 frames.
+    assert still["worst_frame"] == 0 and still["mean"] < 0.005
+    assert 1.5 * still["mean"] < floor["mean"] < 0.03
