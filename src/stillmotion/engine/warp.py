@@ -519,16 +519,18 @@ _UPPER, _LOWER = fm.UPPER_LIP_RINGS, fm.LOWER_LIP_RINGS
 _LIP_KEEP = 0.3
 #: The orders, in stages: the rules of a stage move points no other rule of it reads, so a stage is
 #: applied at once, and the stages in turn. The inner lips may meet, never cross (moved half each,
-#: as lips press together). Up the lower lip from the lip–chin crease, and down the upper lip from
-#: the nose, each ring keeps its place, moving only the ring nearer the mouth, so no rule undoes the
-#: one before: a retargeted wide-open mouth otherwise pushes the lower lip past the crease (the
-#: photo's lip lies nearer its crease than the driving face's), folding a dark notch into the chin,
-#: and rolls the inner lips over the outer. The upper lid stays above the lower: a blink deeper than
-#: the photo's lid gap would otherwise fold the lid over the eye.
+#: as lips press together). A retargeted wide-open mouth pushes the lower lip past the lip–chin
+#: crease (the photo's lip lies nearer its crease than the driving face's), which would fold a dark
+#: notch into the chin: the crease gives way, pushed down ahead of the lip as the jaw carries both,
+#: and the lip keeps its target (lifted instead, it was squeezed to a pale line over the tongue and
+#: the mouth drawn less open than meant). Up the lower lip from its outer ring, and down the upper
+#: lip from the nose, each ring keeps its place, moving only the ring nearer the mouth, so no rule
+#: undoes the one before, and the inner lips never roll over the outer. The upper lid stays above
+#: the lower: a blink deeper than the photo's lid gap would otherwise fold the lid over the eye.
 _STAGES = (
     (
         _Order(_UPPER[0], _LOWER[0], keep=0.1, lift=0.5),
-        _Order(_LOWER[3, 2:-2], fm.LIP_CHIN_CREASE, keep=_LIP_KEEP, lift=1.0),
+        _Order(_LOWER[3, 2:-2], fm.LIP_CHIN_CREASE, keep=_LIP_KEEP, lift=0.0),
         _Order(_UPPER[3], _UPPER[2], keep=_LIP_KEEP, lift=0.0),
         _Order(*_LIDS, keep=0.1, lift=1.0),
     ),
