@@ -161,3 +161,24 @@ def test_a_smile_driven_to_closed_lips_shows_lips_not_a_line_of_teeth(portrait):
     # The warp alone squeezes the teeth into a white line between the lips; drawn, the lips meet.
     assert max(_luma(warped, point) for point in line) > lip + 0.5 * (teeth - lip)
     assert max(_luma(frame, point) for point in line) < lip + 0.3 * (teeth - lip)
+
+
+def test_the_mouths_shadows_take_the_lips_hue_not_the_driving_cameras_cast(portrait):
+    image, landmarks = portrait
+    target = _open_mouth(landmarks)
+    # A driving mouth whose inside is a blue-grey shadow (a cast only the dark parts have, as a car
+    # window's light leaves it), in a face lit like the photo's.
+    driving = image.copy()
+    inner = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(inner, [np.round(landmarks[fm.INNER_LIPS, :2]).astype(np.int32)], 1)
+    driving[inner > 0] = (24, 26, 40)
+    frame = image.copy()
+    MouthInterior(image, landmarks, feather=1.5).apply(frame, target, driving, landmarks)
+    opening = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(opening, [np.round(target[fm.INNER_LIPS, :2]).astype(np.int32)], 1)
+    drawn = frame[opening > 0].astype(np.float64)
+    shadow = drawn[drawn @ [0.299, 0.587, 0.114] < 40]
+    assert len(shadow) > 50  # the cavity was drawn
+    red, green, blue = shadow.mean(0)
+    assert red > green + 4 and red > blue + 4  # warm, as the photo's lips are, not navy
+    assert (shadow @ [0.299, 0.587, 0.114]).mean() < 35  # and as dark as it was (luma 27)

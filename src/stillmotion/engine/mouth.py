@@ -13,7 +13,8 @@ three, as a real mouth is:
   von Kries-type adaptation: Finlayson, Drew and Funt, "Diagonal transforms suffice for color
   constancy", ICCV 1993). The cavity keeps its own darkness *relative to the skin* around it, so a
   dark mouth stays dark and a lit tongue stays lit, whatever the two videos' exposures and white
-  balances.
+  balances; its shadows, whose colour is the driving camera's cast more than the mouth's, take the
+  hue of the photo's lips (``_Shade``).
 
 A photo with closed lips has no teeth strips: the cavity then fills the whole opening. This follows
 the transfer of the driving mouth interior in Averbuch-Elor et al., "Bringing Portraits to Life"
@@ -47,6 +48,8 @@ _MIN_GAP = 1.0
 #: 0.02 to 0.03 once retargeted (FaceMesh reads them at 0.003; the motion's smoothing and the photo's
 #: own lip shape leave the rest).
 _CLOSED_OPENING = 0.03
+#: Share of the skin's luma below which the cavity's pixels count as shadow (``_Shade``).
+_SHADOW_LUMA = 0.6
 
 
 class _MouthFrame:
@@ -129,6 +132,7 @@ class MouthInterior:
         self._min_gap = _MIN_GAP * feather / 1.5
         self._skin = _skin_colour(photo, photo_landmarks)
         self._opening = fm.mouth_opening(photo_landmarks)
+        self._shade = _Shade.of(photo, photo_landmarks, self._skin)
 
     def apply(
         self, frame: np.ndarray, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray
@@ -227,10 +231,50 @@ class MouthInterior:
                 flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REFLECT101,
             )
-            lit = cv2.multiply(mapped, cavity.gain)  # in the photo's light; saturates at 255
+            lit = self._shade(cv2.multiply(mapped, cavity.gain))  # in the photo's light; saturates at 255
             interior = cv2.blendLinear(lit, interior, cavity.share, 1.0 - cavity.share)
         roi = frame[paint.rows, paint.cols]
         roi[:] = cv2.blendLinear(interior, roi, paint.alpha, 1.0 - paint.alpha)
+
+
+@dataclass(frozen=True)
+class _Shade:
+    """The hue of the mouth's shadows: the photo's lips', darkened.
+
+    The cavity's dark pixels carry the driving camera's cast, not the mouth's colour (a car's
+    window light leaves carphone's mouth shadows blue-grey), and the skin gains bring that cast into
+    the photo's light as it is: the opened mouth reads navy. Light reaching the inside of a mouth
+    has passed the lips, so its shadows are the lips' hue: a pixel below ``_SHADOW_LUMA`` of the
+    skin's luma turns toward the lips' colour scaled to its own luma, in proportion to its darkness
+    (all the way at black); brighter ones (teeth, a lit tongue) keep their own colour.
+    """
+
+    tint: tuple[float, float, float, float]
+    """The lips' RGB over their luma (a ``cv2`` scalar): a grey of luma y becomes the lips' hue
+    at luma y when multiplied by it."""
+    threshold: float
+    """Luma (0–255) below which a pixel takes on the lips' hue."""
+
+    @classmethod
+    def of(cls, photo: np.ndarray, landmarks: np.ndarray, skin: np.ndarray) -> _Shade:
+        lips = np.zeros(photo.shape[:2], np.uint8)
+        cv2.fillPoly(lips, [np.round(landmarks[fm.OUTER_LIPS, :2]).astype(np.int32)], 1)
+        cv2.fillPoly(lips, [np.round(landmarks[fm.INNER_LIPS, :2]).astype(np.int32)], 0)
+        colour = np.median(photo[lips > 0], axis=0) if lips.any() else skin
+        tint = colour / max(_luma(colour), 1.0)
+        return cls((*(float(t) for t in tint), 0.0), _SHADOW_LUMA * _luma(skin))
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """``rgb`` with its shadows in the lips' hue (OpenCV calls only: the render threads run it)."""
+        luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        hued = cv2.multiply(cv2.cvtColor(luma, cv2.COLOR_GRAY2RGB), self.tint)
+        darkness = cv2.max(cv2.subtract(self.threshold, luma.astype(np.float32)), 0.0)
+        return cv2.blendLinear(hued, rgb, darkness, cv2.subtract(self.threshold, darkness))
+
+
+def _luma(rgb: np.ndarray) -> float:
+    """ITU-R BT.601 luma of one RGB colour, as ``cv2.COLOR_RGB2GRAY`` computes it."""
+    return float(np.dot(rgb, [0.299, 0.587, 0.114]))
 
 
 def _skin_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
