@@ -231,7 +231,8 @@ class MouthInterior:
                 flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REFLECT101,
             )
-            lit = self._shade(cv2.multiply(mapped, cavity.gain))  # in the photo's light; saturates at 255
+            lit = cv2.multiply(mapped, cavity.gain)  # in the photo's light; saturates at 255
+            lit = self._shade(lit)
             interior = cv2.blendLinear(lit, interior, cavity.share, 1.0 - cavity.share)
         roi = frame[paint.rows, paint.cols]
         roi[:] = cv2.blendLinear(interior, roi, paint.alpha, 1.0 - paint.alpha)
@@ -273,8 +274,9 @@ class _Shade:
 
 
 def _luma(rgb: np.ndarray) -> float:
-    """ITU-R BT.601 luma of one RGB colour, as ``cv2.COLOR_RGB2GRAY`` computes it."""
-    return float(np.dot(rgb, [0.299, 0.587, 0.114]))
+    """The luma of one RGB colour, by the same conversion ``_Shade`` applies to pixels (ITU-R BT.601,
+    ``cv2.COLOR_RGB2GRAY``)."""
+    return float(cv2.cvtColor(np.float32(rgb).reshape(1, 1, 3), cv2.COLOR_RGB2GRAY)[0, 0])
 
 
 def _skin_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
