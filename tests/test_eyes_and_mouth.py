@@ -11,6 +11,8 @@ from stillmotion.engine import media
 from stillmotion.engine.eyes import EyeInterior
 from stillmotion.engine.framing import fit_photo, output_size
 from stillmotion.engine.mouth import MouthInterior
+from stillmotion.engine.options import RenderOptions
+from stillmotion.engine.pipeline import FrameTrace, animate
 from stillmotion.engine.segmentation import person_mask
 from stillmotion.engine.tracking import detect_photo_face
 from stillmotion.engine.warp import HeadRig
@@ -182,3 +184,38 @@ def test_the_mouths_shadows_take_the_lips_hue_not_the_driving_cameras_cast(portr
     red, green, blue = shadow.mean(0)
     assert red > green + 4 and red > blue + 4  # warm, as the photo's lips are, not navy
     assert (shadow @ [0.299, 0.587, 0.114]).mean() < 35  # and as dark as it was (luma 27)
+
+
+def test_a_wide_open_mouth_is_dark_into_its_corners_and_not_past_them(photo, driving, tmp_path):
+    # The sample smiles: its lips meet at each corner in a dark wedge (the inside of the mouth),
+    # which the warp would draw out along the opened lips into whiskers on the skin.
+    targets: list[np.ndarray] = []
+
+    def watch(trace: FrameTrace) -> None:
+        targets.append(trace.target)
+
+    report = animate(photo, driving, tmp_path / "out.mp4", RenderOptions(audio=False), observer=watch)
+    frames = list(media.iter_frames(report.output))
+    widest = np.argsort([fm.mouth_opening(target) for target in targets])[-6:]
+    assert fm.mouth_opening(targets[widest[0]]) > 0.5
+    whiskers, tips = 0, []
+    for index in widest:
+        frame, target = frames[index], targets[index]
+        luma = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        opening = np.zeros(luma.shape, np.uint8)
+        cv2.fillPoly(opening, [np.round(target[fm.INNER_LIPS, :2]).astype(np.int32)], 1)
+        opening = cv2.dilate(opening, np.ones((3, 3), np.uint8))
+        skin = _luma(frame, target[50, :2])  # the cheek
+        rows, cols = np.indices(luma.shape)
+        centre = target[[fm.UPPER_INNER_LIP_MID, fm.LOWER_INNER_LIP_MID], :2].mean(0)
+        for outer, inner in fm.LIP_CORNERS:
+            x, y = target[outer, :2]
+            near = (cols - x) ** 2 + (rows - y) ** 2 < (0.15 * fm.interocular(target)) ** 2
+            whiskers += int((near & (opening == 0) & (luma < 0.55 * skin)).sum())
+            corner = target[inner, :2]
+            tips.append(_luma(frame, corner + 2 * (centre - corner) / np.linalg.norm(centre - corner)) / skin)
+    # Drawn out, the wedges leave about 65 dark pixels on the skin beside these corners.
+    assert whiskers < 30
+    # Two pixels in from each corner the mouth is open, dark (0.48 of the cheek's luma if the
+    # opening is blended in short of its corners).
+    assert np.mean(tips) < 0.35

@@ -51,13 +51,16 @@ class PersonLayer:
         self._mask = np.round(np.clip(person, 0.0, 1.0) * 255).astype(np.uint8)
         self._tolerance = float(tolerance)
 
-    def render(self, mesh: MeshWarp, vertices: np.ndarray) -> np.ndarray:
-        frame = self._photo.copy()
+    def render(self, mesh: MeshWarp, vertices: np.ndarray, texture: np.ndarray | None = None) -> np.ndarray:
+        """The photo (or ``texture``, a version of it that differs only on the person) warped to
+        ``vertices`` over the background plate."""
+        photo = self._photo if texture is None else texture
+        frame = photo.copy()
         region = mesh.moving_map(vertices)
         if region is None:
             return frame
         maps = region.fixed_point()
-        warped = remap(self._photo, maps)
+        warped = remap(photo, maps)
         # 255 where the pixel moves by nothing, 0 from ``tolerance`` on: saturating uint8 arithmetic.
         moved = cv2.convertScaleAbs(region.motion, alpha=255.0 / self._tolerance)
         alpha = cv2.max(remap(self._mask, maps), cv2.bitwise_not(moved)).astype(np.float32)

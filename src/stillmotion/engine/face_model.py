@@ -103,6 +103,8 @@ OUTER_LIPS = np.array(
 )
 UPPER_INNER_LIP_MID, LOWER_INNER_LIP_MID = 13, 14
 MOUTH_LEFT, MOUTH_RIGHT = 78, 308
+#: Each mouth corner's (outer, inner) lip landmarks.
+LIP_CORNERS = ((61, MOUTH_LEFT), (291, MOUTH_RIGHT))
 
 #: Eyelid pairs (upper, lower) across each eye and its corners (outer, inner); "right"/"left" are the
 #: subject's.

@@ -29,6 +29,7 @@ mirrored about the edge), covering what the drawn gap (``face_model.drawn_gap``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -50,6 +51,13 @@ _MIN_GAP = 1.0
 _CLOSED_OPENING = 0.03
 #: Share of the skin's luma below which the cavity's pixels count as shadow (``_Shade``).
 _SHADOW_LUMA = 0.6
+#: Distance (inter-ocular distances) from a mouth corner within which the photo's corner wedge lies.
+_CORNER_RADIUS = 0.08
+#: Share of the lips' luma below which a pixel by a mouth corner belongs to the wedge.
+_CORNER_DARK = 0.75
+#: Opening past the photo's (gap over width) over which the corner wedges give way entirely: drawn
+#: out, they become whiskers only as the mouth opens wide.
+_CORNER_FADE = 0.25
 
 
 class _MouthFrame:
@@ -83,6 +91,20 @@ class _MouthFrame:
     def coordinates(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rel = points - self.origin
         return rel @ self.along / self.width, rel @ self.down
+
+    def edge_distances(self, s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How far (pixels, positive inside the opening) the points ``(s, y)`` lie from the upper
+        and from the lower inner lip, measured normal to each lip (a steep lip by a corner is
+        nearer than the height above it)."""
+
+        before, after = np.clip(s - 1e-3, 0.0, 1.0), np.clip(s + 1e-3, 0.0, 1.0)
+        run = (after - before) * self.width
+
+        def normal(curve: Callable[[np.ndarray], np.ndarray], height: np.ndarray) -> np.ndarray:
+            rise = (curve(after) - curve(before)) / run
+            return height / np.sqrt(1.0 + rise**2)
+
+        return normal(self.upper, y - self.upper(s)), normal(self.lower, self.lower(s) - y)
 
     def point(self, s: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self.origin + (s * self.width)[..., None] * self.along + y[..., None] * self.down
@@ -119,6 +141,9 @@ class MouthPaint:
     lower_share: np.ndarray
     cavity: Cavity | None
     alpha: np.ndarray
+    corners: float = 0.0
+    """How far the photo's corner wedges have given way (0 to 1) in the texture the frame is warped
+    from (``MouthInterior.texture``)."""
 
 
 class MouthInterior:
@@ -133,6 +158,14 @@ class MouthInterior:
         self._skin = _skin_colour(photo, photo_landmarks)
         self._opening = fm.mouth_opening(photo_landmarks)
         self._shade = _Shade.of(photo, photo_landmarks, self._skin)
+        self._corners = _CornerShadows.of(photo, photo_landmarks)
+
+    def texture(self, paint: MouthPaint | None) -> np.ndarray:
+        """The photo to warp a frame from: the photo itself, its corner wedges given way as far as
+        ``paint`` says (see the module)."""
+        if paint is None or paint.corners <= 0.0:
+            return self._photo
+        return self._corners.blend(self._photo, paint.corners)
 
     def apply(
         self, frame: np.ndarray, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray
@@ -186,7 +219,7 @@ class MouthInterior:
         )
         inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(inside, [np.round(polygon - [x0, y0]).astype(np.int32)], 255)
-        cavity = None
+        cavity, corners = None, 0.0
         if opens:
             # The cavity fades in over the first pixels of new opening, so a mouth that just parts
             # does not flash dark; strips and cavity meet with a soft edge.
@@ -196,6 +229,7 @@ class MouthInterior:
             to_window = _affine(driving_lm[fm.INNER_LIPS, :2], polygon - [x0, y0])
             gain = np.clip(self._skin / np.maximum(_skin_colour(driving, driving_lm), 1.0), *_GAIN_RANGE)
             cavity = Cavity(to_window, (*(float(g) for g in gain), 0.0), share)
+            corners = float(np.clip((opening - self._opening) / _CORNER_FADE, 0.0, 1.0))
         if closing:
             # The lips drawn on both sides of their edges are the lips: the blend may spill onto
             # them, and must, or a closing gap a pixel or two high would never be drawn.
@@ -206,6 +240,13 @@ class MouthInterior:
             shrunk = cv2.erode(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather / 2)))
             alpha = cv2.GaussianBlur(shrunk, (0, 0), self._feather).astype(np.float32) / 255.0
             alpha = np.minimum(alpha, inside.astype(np.float32) / 255.0)
+            # Eroded, the opening's tips (thinner than the feather) would vanish and the drawn
+            # mouth end short of its corners: across a thin opening the blend rises from each
+            # lip's edge to full a quarter of the way across, so it reaches the corners.
+            from_upper, from_lower = mouth.edge_distances(s, y)
+            across = np.maximum(from_upper + from_lower, 1e-3) / 4
+            tips = np.clip(np.minimum(from_upper, from_lower) / across, 0.0, 1.0).astype(np.float32)
+            alpha = np.maximum(alpha, tips)
         return MouthPaint(
             slice(y0, y1),
             slice(x0, x1),
@@ -214,6 +255,7 @@ class MouthInterior:
             np.clip(0.5 + lower_by / scale, 0.0, 1.0).astype(np.float32),
             cavity,
             alpha,
+            corners,
         )
 
     def paint(self, frame: np.ndarray, paint: MouthPaint, driving: np.ndarray) -> None:
@@ -271,6 +313,54 @@ class _Shade:
         hued = cv2.multiply(cv2.cvtColor(luma, cv2.COLOR_GRAY2RGB), self.tint)
         darkness = cv2.max(cv2.subtract(self.threshold, luma.astype(np.float32)), 0.0)
         return cv2.blendLinear(hued, rgb, darkness, cv2.subtract(self.threshold, darkness))
+
+
+@dataclass(frozen=True)
+class _CornerShadows:
+    """The photo's dark wedges at its mouth corners, and the lips and skin that replace them (see
+    the module): ``patches`` are ``(rows, cols, inpainted pixels)`` windows of the photo."""
+
+    patches: tuple[tuple[slice, slice, np.ndarray], ...]
+
+    @classmethod
+    def of(cls, photo: np.ndarray, landmarks: np.ndarray) -> _CornerShadows:
+        height, width = photo.shape[:2]
+        luma = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+        lips = np.zeros(photo.shape[:2], np.uint8)
+        cv2.fillPoly(lips, [np.round(landmarks[fm.OUTER_LIPS, :2]).astype(np.int32)], 1)
+        opening = np.zeros_like(lips)
+        cv2.fillPoly(opening, [np.round(landmarks[fm.INNER_LIPS, :2]).astype(np.int32)], 1)
+        lips &= 1 - opening
+        if not lips.any():
+            return cls(())
+        dark = _CORNER_DARK * float(np.median(luma[lips > 0]))
+        radius = _CORNER_RADIUS * fm.interocular(landmarks)
+        reach = int(np.ceil(radius)) + 4  # the disc, its dilation and Telea's neighbourhood
+        patches = []
+        for corner in fm.LIP_CORNERS:
+            cx, cy = landmarks[list(corner), :2].mean(0)
+            x0, x1 = max(int(cx) - reach, 0), min(int(cx) + reach + 1, width)
+            y0, y1 = max(int(cy) - reach, 0), min(int(cy) + reach + 1, height)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            ys, xs = np.mgrid[y0:y1, x0:x1]
+            wedge = ((xs - cx) ** 2 + (ys - cy) ** 2 < radius**2) & (luma[y0:y1, x0:x1] < dark)
+            wedge &= opening[y0:y1, x0:x1] == 0  # inside the lips, the cavity is drawn over it
+            if not wedge.any():
+                continue
+            mask = cv2.dilate(wedge.astype(np.uint8) * 255, np.ones((3, 3), np.uint8))
+            filled = cv2.inpaint(np.ascontiguousarray(photo[y0:y1, x0:x1]), mask, 3, cv2.INPAINT_TELEA)
+            patches.append((slice(y0, y1), slice(x0, x1), filled))
+        return cls(tuple(patches))
+
+    def blend(self, photo: np.ndarray, share: float) -> np.ndarray:
+        """A copy of ``photo`` with its wedges ``share`` (0 to 1) of the way to the inpainted fill."""
+        if not self.patches:
+            return photo
+        texture = photo.copy()
+        for rows, cols, filled in self.patches:
+            texture[rows, cols] = cv2.addWeighted(photo[rows, cols], 1.0 - share, filled, share, 0.0)
+        return texture
 
 
 def _luma(rgb: np.ndarray) -> float:

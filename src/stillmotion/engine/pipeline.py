@@ -150,11 +150,12 @@ class _Photo:
     eyes: EyeInterior
     mouth: MouthInterior
 
-    def render(self, vertices: np.ndarray) -> np.ndarray:
-        """The photo with its mesh vertices moved to ``vertices``."""
+    def render(self, vertices: np.ndarray, texture: np.ndarray) -> np.ndarray:
+        """``texture`` (the photo, or a frame's version of it) with the mesh vertices moved to
+        ``vertices``."""
         if self.layer is None:
-            return self.mesh.warp(self.image, vertices)
-        return self.layer.render(self.mesh, vertices)
+            return self.mesh.warp(texture, vertices)
+        return self.layer.render(self.mesh, vertices, texture)
 
 
 def _analyse_photo(original: np.ndarray, short_side: int, quality: Quality) -> _Photo:
@@ -356,7 +357,7 @@ def _render(
     """One output frame: the photo warped to ``vertices``, its eyes repainted and the inner mouth
     drawn in (``eyes`` and ``mouth`` worked out on the main thread)."""
     with stages("warp"):
-        frame = subject.render(vertices)
+        frame = subject.render(vertices, subject.mouth.texture(mouth))
     with stages("eyes"):
         subject.eyes.paint(frame, eyes)
     if mouth is not None:
