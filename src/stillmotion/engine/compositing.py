@@ -11,11 +11,19 @@ nothing, the photo itself is kept, so a still frame is exactly the photo.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
 from stillmotion.engine.warp import MeshWarp, remap
 
+#: The segmentation model's input side (the general Selfie Segmentation model runs at 256x256), and
+#: how many of its pixels its mask's edge may miss an object's edge by: the inpainted region is the
+#: person grown by that much, or the edge of a collar or a shoulder the mask cut short stays in the
+#: plate and shows as a still ghost beside the moving body.
+_MASK_SIDE = 256
+_MASK_EDGE_PIXELS = 3
 #: Long side of the image the inpainting runs on: the plate is only ever seen in thin slivers
 #: beside the moving head, where low-frequency fill is enough, and Telea's cost grows with area.
 _INPAINT_SIDE = 320
@@ -25,7 +33,7 @@ def background_plate(photo: np.ndarray, person: np.ndarray) -> np.ndarray:
     """The photo with the person (mask ``person`` > 0.5, dilated) inpainted from the surroundings."""
     height, width = photo.shape[:2]
     hard = (person > 0.5).astype(np.uint8)
-    margin = max(3, round(0.01 * max(width, height)))
+    margin = max(3, math.ceil(_MASK_EDGE_PIXELS * max(width, height) / _MASK_SIDE))
     region = cv2.dilate(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1,) * 2))
     if not region.any():
         return photo.copy()
