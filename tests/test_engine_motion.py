@@ -127,6 +127,25 @@ def test_lips_that_meet_in_the_driving_face_meet_in_the_photo_even_a_wide_smiles
         assert fm.mouth_opening(rest) == pytest.approx(fm.mouth_opening(photo), rel=0.02)
 
 
+def test_a_smiles_parted_lips_close_with_both_lips_meeting_between(landmarks):
+    # The photo smiles with parted lips; the driving face at rest has its lips closed.
+    photo, reference = landmarks, _lips_closed(landmarks)
+    target = Retargeter(photo, reference).target(reference)
+    down = photo[fm.CHIN, :2] - photo[fm.FOREHEAD, :2]
+    down /= np.linalg.norm(down)
+    gap = fm.lip_gap(photo)
+    assert fm.lip_gap(target) < 0.35 * gap  # closed, down to what closed driving lips leave
+    upper_down = (target[fm.UPPER_INNER_LIP_MID, :2] - photo[fm.UPPER_INNER_LIP_MID, :2]) @ down
+    chin_up = (photo[fm.CHIN, :2] - target[fm.CHIN, :2]) @ down
+    # The upper lip comes down off the teeth and the jaw comes up, each about half the way; the
+    # jaw alone would shorten the lower face by the whole gap.
+    assert 0.3 * gap < upper_down < 0.6 * gap
+    assert 0.3 * gap < chin_up < 0.6 * gap
+    # The corners, where the lips already meet, stay.
+    for corner in (fm.MOUTH_LEFT, fm.MOUTH_RIGHT):
+        assert np.linalg.norm(target[corner, :2] - photo[corner, :2]) < 0.1 * gap
+
+
 def _lower_lip_thinned(face: np.ndarray, share: float, *, keep: int) -> np.ndarray:
     """``face`` with its lower lip thinned by ``share``: its rings moved toward ring ``keep`` (0 the
     inner contour, which then stays where it is, -1 the outer)."""

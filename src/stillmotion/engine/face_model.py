@@ -115,6 +115,8 @@ LEFT_EYE_CORNERS = (263, 362)
 RIGHT_IRIS, LEFT_IRIS = 468, 473  # iris centres; the 4 points after each are on the iris rim
 
 FOREHEAD, CHIN, RIGHT_TEMPLE, LEFT_TEMPLE = 10, 152, 234, 454
+#: The base of the nose (subnasale), above the upper lip's middle.
+NOSE_BASE = 2
 
 #: Eye contours (lids and corners), going round each eye.
 RIGHT_EYE = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246])

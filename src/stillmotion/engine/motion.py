@@ -130,12 +130,12 @@ class Retargeter:
         self._to_photo = fm.fit_similarity(reference[fm.RIGID], photo[fm.RIGID])
         self._pivot = photo[fm.RIGID].mean(0)
         self._face = fm.interocular(photo)
-        self._jaw, self._down, self._jaw_closes = _jaw_raise(photo)
+        self._closing, self._down, self._closing_gap = _lips_closing(photo)
         excess = fm.mouth_opening(photo) - fm.mouth_opening(reference)
-        self._jaw_closure = max(excess * fm.mouth_width(photo), 0.0) * self._jaw
+        self._rest_closure = max(excess * fm.mouth_width(photo), 0.0) * self._closing
         self._reference_gap = fm.lip_gap(reference)
         #: Photo pixels of lip gap per driving pixel, from the reference down to closed lips.
-        self._gap_gain = self._gap(photo + self._jaw_closure) / max(self._reference_gap, 1e-9)
+        self._gap_gain = self._gap(photo + self._rest_closure) / max(self._reference_gap, 1e-9)
         self._lid_gain = _lid_gain(photo, reference, self._to_photo.scale)
         self._lip_gain = _lip_band_gain(photo, reference, self._to_photo.scale)
 
@@ -148,13 +148,13 @@ class Retargeter:
         expression = unposed - ref
         align = self._to_photo
         expression = _with_lip_bands_scaled(expression * self._lid_gain, self._lip_gain)
-        photo_expr = self._photo + self._jaw_closure + align.scale * expression @ align.rotation.T
+        photo_expr = self._photo + self._rest_closure + align.scale * expression @ align.rotation.T
         driving_gap = fm.lip_gap(unposed)
         if driving_gap < self._reference_gap:
-            # Closing lips close in proportion: the jaw makes up what the motion leaves open (or
-            # takes back what it closes too far).
+            # Closing lips close in proportion: the lips make up what the motion leaves open (or
+            # take back what it closes too far).
             too_open = self._gap(photo_expr) - self._gap_gain * driving_gap
-            photo_expr += too_open / self._jaw_closes * self._jaw
+            photo_expr += too_open / self._closing_gap * self._closing
         # Pose change expressed in the photo's frame: conjugate the rotation by the alignment.
         rotation = align.rotation @ pose.rotation @ align.rotation.T
         shift = driving[fm.RIGID].mean(0) - ref[fm.RIGID].mean(0)
@@ -214,14 +214,28 @@ def _with_lip_bands_scaled(expression: np.ndarray, gain: np.ndarray) -> np.ndarr
     return scaled
 
 
-def _jaw_raise(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-landmark motion ``(478, 3)`` that raises the photo's jaw by one pixel at the lower lip,
-    the face's down direction (unit, 2D), and by how much that closes the lips' gap (pixels).
+#: Share of a parted mouth's closing that is the upper lip's coming down; the rest is the jaw's
+#: rising (``_lips_closing``).
+_UPPER_LIP_SHARE = 0.5
 
-    Weights rise from the mouth corners' line to 1 at the lower lip and below, and fade out sideways
-    beyond the mouth's width, so the lower face moves as a jaw does and the cheeks stay put. A smile
-    lifts the corners above the upper lip's middle, which then rides up a little with the jaw: the
-    gap closes by less than the lower lip rises.
+
+def _lips_closing(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-landmark motion ``(478, 3)`` that closes the photo's parted lips, the jaw rising by
+    ``1 - _UPPER_LIP_SHARE`` pixels at the lower lip and the upper lip coming down by
+    ``_UPPER_LIP_SHARE`` at its middle; the face's down direction (unit, 2D); and by how much that
+    motion closes the lips' gap (pixels).
+
+    Lips that close from a smile's parting meet between where they were: the upper lip, raised
+    off the teeth, comes down as the jaw comes up. Raised by the jaw alone, the sample's lower face
+    came out shorter than any face FaceMesh knows, and it read the whole face 0.013 inter-ocular
+    distances higher at the nose than meant.
+
+    The jaw's weights rise from the mouth corners' line to 1 at the lower lip and below, and fade out
+    sideways beyond the mouth's width, so the lower face moves as a jaw does and the cheeks stay
+    put. A smile lifts the corners above the upper lip's middle, which then rides up a little with
+    the jaw: the gap closes by less than the lower lip rises. The upper lip's weights rise from 0 at
+    the base of the nose to 1 at the inner upper lip, each column by its own share of the middle's
+    gap, so the corners, where the lips already meet, stay where they are.
     """
     motion = np.zeros_like(photo)
     down = photo[fm.CHIN, :2] - photo[fm.FOREHEAD, :2]
@@ -232,11 +246,23 @@ def _jaw_raise(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     across = np.array([-down[1], down[0]])
     centre = (photo[fm.MOUTH_LEFT, :2] + photo[fm.MOUTH_RIGHT, :2]) / 2
     rel = photo[:, :2] - centre
-    lower_lip = max(float(rel[fm.LOWER_INNER_LIP_MID] @ down), 1.0)
-    vertical = np.clip(rel @ down / lower_lip, 0.0, 1.0)
+    height, along = rel @ down, rel @ across
+    lower_lip = max(float(height[fm.LOWER_INNER_LIP_MID]), 1.0)
     half = width / 2
-    sideways = np.clip((2.2 * half - np.abs(rel @ across)) / (1.2 * half), 0.0, 1.0)
-    weight = vertical * sideways
+    sideways = np.clip((2.2 * half - np.abs(along)) / (1.2 * half), 0.0, 1.0)
+    jaw = np.clip(height / lower_lip, 0.0, 1.0) * sideways
+
+    def lip_line(lip: np.ndarray) -> np.ndarray:
+        order = np.argsort(along[lip])
+        return np.interp(along, along[lip][order], height[lip][order])
+
+    upper, lower = lip_line(fm.UPPER_INNER_LIP), lip_line(fm.LOWER_INNER_LIP)
+    middle = max(float(height[fm.LOWER_INNER_LIP_MID] - height[fm.UPPER_INNER_LIP_MID]), 1e-6)
+    column = np.clip((lower - upper) / middle, 0.0, 1.0)
+    nose = float(height[fm.NOSE_BASE])
+    above = np.clip((height - nose) / np.maximum(upper - nose, 1.0), 0.0, 1.0)
+    upper_lip = np.where(height <= upper + 1e-6, above * column, 0.0)
+    weight = (1.0 - _UPPER_LIP_SHARE) * jaw - _UPPER_LIP_SHARE * upper_lip
     motion[:, :2] = -weight[:, None] * down
     closes = float(weight[fm.LOWER_INNER_LIP_MID] - weight[fm.UPPER_INNER_LIP_MID])
     return motion, down, max(closes, 0.05)
