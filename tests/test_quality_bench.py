@@ -19,7 +19,9 @@ from stillmotion.engine import media
 from stillmotion.engine.framing import fit_photo, output_size
 from stillmotion.engine.tracking import detect_photo_face
 from stillmotion.engine.warp import MeshWarp
-from stillmotion.samples import sample_image
+from stillmotion.samples import sample_image, sample_video
+
+from media_factory import still_video
 
 RNG_SEED = 3
 
@@ -149,6 +151,20 @@ def test_face_measures_are_the_engine_measures() -> None:
     assert measures["roll"] == pytest.approx(math.degrees(fm.head_angles(face)[2]))
     series = metrics.measure_series([face, None])
     assert np.isnan(series["mouth"][1]) and series["mouth"][0] == measures["mouth"]
+
+
+def test_gaze_is_not_measured_while_an_eye_closes() -> None:
+    original = media.read_image(sample_image())
+    height, width = original.shape[:2]
+    face = detect_photo_face(fit_photo(original, output_size(width, height, 720), (0, 0, width, height)))
+    blink = face.copy()
+    upper, lower = fm.EYE_LIDS[0]  # the right eye's lids: its upper lid lowered most of the way
+    blink[upper[1:-1]] = face[lower[1:-1]] + 0.3 * (face[upper[1:-1]] - face[lower[1:-1]])
+    blink[fm.RIGHT_IRIS, 1] += 5.0  # FaceMesh's guess at an iris under the lid
+    series = metrics.measure_series([face, face, blink, face, None])
+    for name in ("gaze_h", "gaze_v"):
+        assert np.isfinite(series[name][[0, 1, 3]]).all() and np.isnan(series[name][[2, 4]]).all()
+    assert np.isfinite(series["eye_right"][2])  # the blink itself is measured
 
 
 def test_pearson_of_known_series() -> None:
@@ -319,3 +335,26 @@ def test_the_instrument_floor_is_zero_for_the_unmoved_photo_and_grows_with_motio
     # frames after it; the output's first frame is read the same way): about 0.013 once in 8 frames.
     assert still["worst_frame"] == 0 and still["mean"] < 0.005
     assert 1.5 * still["mean"] < floor["mean"] < 0.03
+
+
+@pytest.mark.timeout(600)
+def test_the_benchmark_runs_on_a_clip_of_ones_own(tmp_path: Path) -> None:
+    clip = tmp_path / "two_seconds.mp4"
+    info = media.probe_video(sample_video())
+    with media.VideoWriter(clip, info.width, info.height, info.fps, crf=12) as writer:
+        for _, frame in zip(range(60), media.iter_frames(sample_video()), strict=False):
+            writer.write(frame)
+    results = quality.run(None, clip)
+    assert results["driving"] == "two_seconds.mp4"
+    assert results["cross_reenactment"]["frames"] == 60
+    assert results["self_reenactment"]["frames_measured"] > 50
+    _check_finite(results, "results")
+
+
+def test_the_benchmark_refuses_a_clip_with_no_face_and_driving_without_quality(cli, tmp_path: Path) -> None:
+    grey = still_video(np.full((120, 160, 3), 128, np.uint8), tmp_path / "grey.mp4", seconds=1.0)
+    run = cli("bench", "--quality", "--driving", grey)
+    assert run.returncode == 2
+    assert "grey.mp4: no face in any frame" in run.stderr
+    run = cli("bench", "--driving", grey)
+    assert run.returncode == 2 and "--driving: only with --quality" in run.stderr

@@ -121,10 +121,25 @@ def face_measures(landmarks: np.ndarray) -> dict[str, float]:
     }
 
 
+#: Below this share of its usual (median) openness an eye counts as closing: gaze is not measured.
+GAZE_MIN_OPENNESS = 0.5
+
+
 def measure_series(landmarks: Sequence[np.ndarray | None]) -> dict[str, np.ndarray]:
-    """Each ``SERIES`` measure over time; NaN where the face was not found."""
+    """Each ``SERIES`` measure over time; NaN where the face was not found, and gaze NaN where either
+    eye is less than ``GAZE_MIN_OPENNESS`` as open as usual: under a closing lid there is no iris to
+    place, and FaceMesh's guess at one swings with the blink (on a blinking clip those guesses are
+    the largest "gaze" moves, which would make gaze r measure blinks)."""
     rows = [face_measures(lm) if lm is not None else None for lm in landmarks]
-    return {name: np.array([row[name] if row else np.nan for row in rows]) for name in SERIES}
+    series = {name: np.array([row[name] if row else np.nan for row in rows]) for name in SERIES}
+    closing = np.zeros(len(rows), bool)
+    for eye in ("eye_right", "eye_left"):
+        openness = series[eye]
+        if np.isfinite(openness).any():
+            closing |= openness < GAZE_MIN_OPENNESS * np.nanmedian(openness)
+    for name in ("gaze_h", "gaze_v"):
+        series[name][closing] = np.nan
+    return series
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float | None:

@@ -1,7 +1,8 @@
 """Animation quality on real media (``stillmotion bench --quality``).
 
-Two experiments on the bundled sample, both rendered at 720p by the real engine
-(``stillmotion.engine.pipeline.animate``) and measured on the decoded output MP4:
+Two experiments on the bundled sample (or with a driving clip of one's own, ``--driving``), both
+rendered at 720p by the real engine (``stillmotion.engine.pipeline.animate``) and measured on the
+decoded output MP4:
 
 * **Self-reenactment.** The photo is a frame of the driving clip (carphone) itself, so the true
   answer for every output frame is the real driving frame: face-region PSNR and SSIM against it, and
@@ -46,6 +47,7 @@ from stillmotion.engine.options import RenderOptions, RenderReport
 from stillmotion.engine.pipeline import FrameObserver, FrameTrace, Quality, animate
 from stillmotion.engine.segmentation import person_mask
 from stillmotion.engine.tracking import FaceTracker
+from stillmotion.errors import NoFaceError
 from stillmotion.samples import sample_image, sample_video
 
 RESOLUTION = 720
@@ -517,24 +519,36 @@ def _significant(node: object, digits: int = 4) -> object:
     return node
 
 
-def run(output_dir: Path | None = None) -> dict[str, object]:
+def run(output_dir: Path | None = None, driving_video: Path | None = None) -> dict[str, object]:
     """Both experiments on the bundled sample; side-by-side PNGs go into ``output_dir`` when given.
 
-    Returns ``{"self_reenactment", "cross_reenactment", "targets", "pass", "not_assessed", "seconds"}``.
+    ``driving_video`` replaces the bundled clip (carphone) in both: the self-reenactment's photo is
+    then its own reference frame, and the astronaut is driven by it. It should show one face from
+    start to end, in one shot: a cut makes the face jump, which no animation follows.
+
+    Returns ``{"driving", "self_reenactment", "cross_reenactment", "targets", "pass",
+    "not_assessed", "seconds"}``.
     """
     start = time.perf_counter()
-    video, photo = sample_video(), sample_image()
+    video, photo = driving_video or sample_video(), sample_image()
+    media.probe_video(video)  # a clip we cannot read fails here, with what was wrong
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stillmotion-quality-") as tmp:
         work = Path(tmp)
         driving = _track(video)
+        if all(landmarks is None for landmarks in driving):
+            raise NoFaceError(f"{video.name}: no face in any frame; the benchmark needs one face throughout")
         reference = _reference_frame(driving)
         self_result = _self_reenactment(video, driving, reference, work)
         if reference != 0:
             self_result["first_frame_photo"] = _self_reenactment(video, driving, 0, work)
         cross_result = _cross_reenactment(photo, video, driving, reference, work, output_dir)
-    results: dict[str, object] = {"self_reenactment": self_result, "cross_reenactment": cross_result}
+    results: dict[str, object] = {
+        "driving": video.name,
+        "self_reenactment": self_result,
+        "cross_reenactment": cross_result,
+    }
     passed, unassessed = _judge(results)
     results["targets"] = {
         name: {"metric": ".".join(t.path), "op": t.op, "value": t.value} for name, t in TARGETS.items()

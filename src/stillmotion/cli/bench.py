@@ -10,6 +10,9 @@ from pathlib import Path
 
 import click
 
+from stillmotion.cli.errors import fail
+from stillmotion.errors import InputError
+
 
 def _machine() -> dict[str, object]:
     import os
@@ -37,19 +40,32 @@ def _machine() -> dict[str, object]:
 )
 @click.option("--pollers", type=int, default=200, show_default=True, help="Concurrent pollers (--api).")
 @click.option(
+    "--driving",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --quality: drive the photo with this clip instead of the bundled one (one face, one shot).",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Also write the JSON here (and side-by-side images next to it with --quality).",
 )
-def bench(quality: bool, api: bool, seconds: float, pollers: int, output: Path | None) -> None:
+def bench(
+    quality: bool, api: bool, seconds: float, pollers: int, driving: Path | None, output: Path | None
+) -> None:
     """Benchmark stillmotion on the bundled sample and print JSON."""
     results: object
+    if driving is not None and not quality:
+        fail("--driving: only with --quality (speed and the API are measured on the bundled sample)")
     if quality:
         from stillmotion.bench import quality as quality_bench
 
-        results = quality_bench.run(output.parent if output else None)
+        try:
+            results = quality_bench.run(output.parent if output else None, driving)
+        except InputError as error:
+            fail(str(error))
     elif api:
         from stillmotion.bench import api_load
 
