@@ -96,7 +96,6 @@ class _MouthFrame:
         """How far (pixels, positive inside the opening) the points ``(s, y)`` lie from the upper
         and from the lower inner lip, measured normal to each lip (a steep lip by a corner is
         nearer than the height above it)."""
-
         before, after = np.clip(s - 1e-3, 0.0, 1.0), np.clip(s + 1e-3, 0.0, 1.0)
         run = (after - before) * self.width
 
@@ -300,9 +299,7 @@ class _Shade:
 
     @classmethod
     def of(cls, photo: np.ndarray, landmarks: np.ndarray, skin: np.ndarray) -> _Shade:
-        lips = np.zeros(photo.shape[:2], np.uint8)
-        cv2.fillPoly(lips, [np.round(landmarks[fm.OUTER_LIPS, :2]).astype(np.int32)], 1)
-        cv2.fillPoly(lips, [np.round(landmarks[fm.INNER_LIPS, :2]).astype(np.int32)], 0)
+        lips, _ = _lips_and_opening(photo.shape[:2], landmarks)
         colour = np.median(photo[lips > 0], axis=0) if lips.any() else skin
         tint = colour / max(_luma(colour), 1.0)
         return cls((*(float(t) for t in tint), 0.0), _SHADOW_LUMA * _luma(skin))
@@ -326,11 +323,7 @@ class _CornerShadows:
     def of(cls, photo: np.ndarray, landmarks: np.ndarray) -> _CornerShadows:
         height, width = photo.shape[:2]
         luma = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
-        lips = np.zeros(photo.shape[:2], np.uint8)
-        cv2.fillPoly(lips, [np.round(landmarks[fm.OUTER_LIPS, :2]).astype(np.int32)], 1)
-        opening = np.zeros_like(lips)
-        cv2.fillPoly(opening, [np.round(landmarks[fm.INNER_LIPS, :2]).astype(np.int32)], 1)
-        lips &= 1 - opening
+        lips, opening = _lips_and_opening(photo.shape[:2], landmarks)
         if not lips.any():
             return cls(())
         dark = _CORNER_DARK * float(np.median(luma[lips > 0]))
@@ -361,6 +354,16 @@ class _CornerShadows:
         for rows, cols, filled in self.patches:
             texture[rows, cols] = cv2.addWeighted(photo[rows, cols], 1.0 - share, filled, share, 0.0)
         return texture
+
+
+def _lips_and_opening(shape: tuple[int, ...], landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (1 inside, ``uint8``) of the lips (between the outer and the inner contour) and of the
+    opening between them, on an image of ``shape``."""
+    lips = np.zeros(shape, np.uint8)
+    cv2.fillPoly(lips, [np.round(landmarks[fm.OUTER_LIPS, :2]).astype(np.int32)], 1)
+    opening = np.zeros_like(lips)
+    cv2.fillPoly(opening, [np.round(landmarks[fm.INNER_LIPS, :2]).astype(np.int32)], 1)
+    return lips & (1 - opening), opening
 
 
 def _luma(rgb: np.ndarray) -> float:
