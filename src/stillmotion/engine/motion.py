@@ -105,10 +105,11 @@ class Retargeter:
 
     The mouth's *opening* is the exception to relative transfer: a photo that smiles with parted lips
     would otherwise never close them. Where the photo's lips are parted wider than the reference's,
-    the jaw (lower lip, chin) is first raised by the difference, so at the reference the photo's mouth
-    is about as open as the driving mouth; the lips' shape stays the photo's own. Below the
-    reference's opening, the lips' gap closes in proportion to the driving gap (the jaw raised or
-    lowered by what the motion leaves over), so lips that meet in the driving face meet in the photo,
+    they are first closed by the difference (the upper lip lowered and the jaw raised, each by half:
+    ``_lips_closing``), so at the reference the photo's mouth is about as open as the driving mouth;
+    the lips' shape stays the photo's own. Below the reference's opening, the lips' gap closes in
+    proportion to the driving gap (the lips closed or parted by what the motion leaves over), so
+    lips that meet in the driving face meet in the photo,
     even a wide smile's whose gap the driving mouth's closing travel would not cover; opening wider
     than the reference is the driving jaw's own travel.
     The lids' motion is scaled by the photo's lid gap over the reference's (``_lid_gain``), so a
