@@ -146,6 +146,30 @@ def test_a_smiles_parted_lips_close_with_both_lips_meeting_between(landmarks):
         assert np.linalg.norm(target[corner, :2] - photo[corner, :2]) < 0.1 * gap
 
 
+def _jaw_dropped(face: np.ndarray, by: float) -> np.ndarray:
+    """``face`` with everything below its upper inner lip (lower lip, chin) dropped by ``by`` mouth
+    widths: a mouth open wide."""
+    dropped = face.copy()
+    upper = face[fm.UPPER_INNER_LIP]
+    order = np.argsort(upper[:, 0])
+    line = np.interp(face[:, 0], upper[order, 0], upper[order, 1])
+    below = face[:, 1] > line + 0.5
+    below[fm.UPPER_INNER_LIP] = False
+    dropped[below, 1] += by * fm.mouth_width(face)
+    return dropped
+
+
+def test_a_mouth_open_wide_closes_mostly_by_its_jaw(landmarks):
+    photo, reference = _jaw_dropped(landmarks, 0.4), _lips_closed(landmarks)
+    target = Retargeter(photo, reference).target(reference)
+    down = photo[fm.CHIN, :2] - photo[fm.FOREHEAD, :2]
+    down /= np.linalg.norm(down)
+    assert fm.lip_gap(target) < 0.35 * fm.lip_gap(photo)
+    upper_down = (target[fm.UPPER_INNER_LIP_MID, :2] - photo[fm.UPPER_INNER_LIP_MID, :2]) @ down
+    # Half of this closing would bring the upper lip down by a quarter of the mouth's width.
+    assert upper_down < 0.11 * fm.mouth_width(photo)
+
+
 def _lower_lip_thinned(face: np.ndarray, share: float, *, keep: int) -> np.ndarray:
     """``face`` with its lower lip thinned by ``share``: its rings moved toward ring ``keep`` (0 the
     inner contour, which then stays where it is, -1 the outer)."""

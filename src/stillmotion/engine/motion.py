@@ -131,9 +131,13 @@ class Retargeter:
         self._to_photo = fm.fit_similarity(reference[fm.RIGID], photo[fm.RIGID])
         self._pivot = photo[fm.RIGID].mean(0)
         self._face = fm.interocular(photo)
-        self._closing, self._down, self._closing_gap = _lips_closing(photo)
-        excess = fm.mouth_opening(photo) - fm.mouth_opening(reference)
-        self._rest_closure = max(excess * fm.mouth_width(photo), 0.0) * self._closing
+        self._closing, self._down, self._closing_gap = _lips_closing(photo, _UPPER_LIP_SHARE)
+        excess = max(fm.mouth_opening(photo) - fm.mouth_opening(reference), 0.0)
+        # A mouth open wide closes mostly by its jaw: the upper lip comes down by its share, but by
+        # no more than a lip can (``_UPPER_LIP_TRAVEL``).
+        upper_share = min(_UPPER_LIP_SHARE, _UPPER_LIP_TRAVEL / max(excess, 1e-9))
+        rest_closing, _, _ = _lips_closing(photo, upper_share)
+        self._rest_closure = excess * fm.mouth_width(photo) * rest_closing
         self._reference_gap = fm.lip_gap(reference)
         #: Photo pixels of lip gap per driving pixel, from the reference down to closed lips.
         self._gap_gain = self._gap(photo + self._rest_closure) / max(self._reference_gap, 1e-9)
@@ -218,13 +222,16 @@ def _with_lip_bands_scaled(expression: np.ndarray, gain: np.ndarray) -> np.ndarr
 #: Share of a parted mouth's closing that is the upper lip's coming down; the rest is the jaw's
 #: rising (``_lips_closing``).
 _UPPER_LIP_SHARE = 0.5
+#: The furthest (mouth widths) an upper lip comes down to close a mouth: about its own height, so
+#: a mouth open wider than a smile's parting closes by its jaw beyond that.
+_UPPER_LIP_TRAVEL = 0.1
 
 
-def _lips_closing(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _lips_closing(photo: np.ndarray, upper_share: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Per-landmark motion ``(478, 3)`` that closes the photo's parted lips, the jaw rising by
-    ``1 - _UPPER_LIP_SHARE`` pixels at the lower lip and the upper lip coming down by
-    ``_UPPER_LIP_SHARE`` at its middle; the face's down direction (unit, 2D); and by how much that
-    motion closes the lips' gap (pixels).
+    ``1 - upper_share`` pixels at the lower lip and the upper lip coming down by ``upper_share`` at
+    its middle; the face's down direction (unit, 2D); and by how much that motion closes the lips'
+    gap (pixels).
 
     Lips that close from a smile's parting meet between where they were: the upper lip, raised
     off the teeth, comes down as the jaw comes up. Raised by the jaw alone, the sample's lower face
@@ -263,7 +270,7 @@ def _lips_closing(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     nose = float(height[fm.NOSE_BASE])
     above = np.clip((height - nose) / np.maximum(upper - nose, 1.0), 0.0, 1.0)
     upper_lip = np.where(height <= upper + 1e-6, above * column, 0.0)
-    weight = (1.0 - _UPPER_LIP_SHARE) * jaw - _UPPER_LIP_SHARE * upper_lip
+    weight = (1.0 - upper_share) * jaw - upper_share * upper_lip
     motion[:, :2] = -weight[:, None] * down
     closes = float(weight[fm.LOWER_INNER_LIP_MID] - weight[fm.UPPER_INNER_LIP_MID])
     return motion, down, max(closes, 0.05)
