@@ -127,12 +127,17 @@ def test_lips_that_meet_in_the_driving_face_meet_in_the_photo_even_a_wide_smiles
         assert fm.mouth_opening(rest) == pytest.approx(fm.mouth_opening(photo), rel=0.02)
 
 
+def _down_the_face(face: np.ndarray) -> np.ndarray:
+    """The unit 2D direction from the forehead to the chin."""
+    down = face[fm.CHIN, :2] - face[fm.FOREHEAD, :2]
+    return down / np.linalg.norm(down)
+
+
 def test_a_smiles_parted_lips_close_with_both_lips_meeting_between(landmarks):
     # The photo smiles with parted lips; the driving face at rest has its lips closed.
     photo, reference = landmarks, _lips_closed(landmarks)
     target = Retargeter(photo, reference).target(reference)
-    down = photo[fm.CHIN, :2] - photo[fm.FOREHEAD, :2]
-    down /= np.linalg.norm(down)
+    down = _down_the_face(photo)
     gap = fm.lip_gap(photo)
     assert fm.lip_gap(target) < 0.35 * gap  # closed, down to what closed driving lips leave
     upper_down = (target[fm.UPPER_INNER_LIP_MID, :2] - photo[fm.UPPER_INNER_LIP_MID, :2]) @ down
@@ -162,8 +167,7 @@ def _jaw_dropped(face: np.ndarray, by: float) -> np.ndarray:
 def test_a_mouth_open_wide_closes_mostly_by_its_jaw(landmarks):
     photo, reference = _jaw_dropped(landmarks, 0.4), _lips_closed(landmarks)
     target = Retargeter(photo, reference).target(reference)
-    down = photo[fm.CHIN, :2] - photo[fm.FOREHEAD, :2]
-    down /= np.linalg.norm(down)
+    down = _down_the_face(photo)
     assert fm.lip_gap(target) < 0.35 * fm.lip_gap(photo)
     upper_down = (target[fm.UPPER_INNER_LIP_MID, :2] - photo[fm.UPPER_INNER_LIP_MID, :2]) @ down
     # Half of this closing would bring the upper lip down by a quarter of the mouth's width.

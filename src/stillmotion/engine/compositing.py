@@ -54,15 +54,13 @@ class PersonLayer:
     def __init__(self, photo: np.ndarray, person: np.ndarray, tolerance: float):
         """``person`` is the person probability per pixel; below ``tolerance`` pixels of motion the
         photo is kept as it is."""
-        self._photo = photo
         self._plate = background_plate(photo, person)
         self._mask = np.round(np.clip(person, 0.0, 1.0) * 255).astype(np.uint8)
         self._tolerance = float(tolerance)
 
-    def render(self, mesh: MeshWarp, vertices: np.ndarray, texture: np.ndarray | None = None) -> np.ndarray:
-        """The photo (or ``texture``, a version of it that differs only on the person) warped to
-        ``vertices`` over the background plate."""
-        photo = self._photo if texture is None else texture
+    def render(self, mesh: MeshWarp, vertices: np.ndarray, photo: np.ndarray) -> np.ndarray:
+        """``photo`` (the photo the layer was made from, or a frame's version of it that differs only
+        on the person) warped to ``vertices`` over the background plate."""
         frame = photo.copy()
         region = mesh.moving_map(vertices)
         if region is None:

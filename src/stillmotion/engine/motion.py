@@ -106,7 +106,7 @@ class Retargeter:
     The mouth's *opening* is the exception to relative transfer: a photo that smiles with parted lips
     would otherwise never close them. Where the photo's lips are parted wider than the reference's,
     they are first closed by the difference (the upper lip lowered and the jaw raised, each by half:
-    ``_lips_closing``), so at the reference the photo's mouth is about as open as the driving mouth;
+    ``_LipsClosing``), so at the reference the photo's mouth is about as open as the driving mouth;
     the lips' shape stays the photo's own. Below the reference's opening, the lips' gap closes in
     proportion to the driving gap (the lips closed or parted by what the motion leaves over), so
     lips that meet in the driving face meet in the photo,
@@ -131,12 +131,13 @@ class Retargeter:
         self._to_photo = fm.fit_similarity(reference[fm.RIGID], photo[fm.RIGID])
         self._pivot = photo[fm.RIGID].mean(0)
         self._face = fm.interocular(photo)
-        self._closing, self._down, self._closing_gap = _lips_closing(photo, _UPPER_LIP_SHARE)
+        closing = _LipsClosing.of(photo)
+        self._down = closing.down
+        self._closing, self._closing_gap = closing.motion(_UPPER_LIP_SHARE)
         excess = max(fm.mouth_opening(photo) - fm.mouth_opening(reference), 0.0)
         # A mouth open wide closes mostly by its jaw: the upper lip comes down by its share, but by
         # no more than a lip can (``_UPPER_LIP_TRAVEL``).
-        upper_share = min(_UPPER_LIP_SHARE, _UPPER_LIP_TRAVEL / max(excess, 1e-9))
-        rest_closing, _, _ = _lips_closing(photo, upper_share)
+        rest_closing, _ = closing.motion(min(_UPPER_LIP_SHARE, _UPPER_LIP_TRAVEL / max(excess, 1e-9)))
         self._rest_closure = excess * fm.mouth_width(photo) * rest_closing
         self._reference_gap = fm.lip_gap(reference)
         #: Photo pixels of lip gap per driving pixel, from the reference down to closed lips.
@@ -220,18 +221,18 @@ def _with_lip_bands_scaled(expression: np.ndarray, gain: np.ndarray) -> np.ndarr
 
 
 #: Share of a parted mouth's closing that is the upper lip's coming down; the rest is the jaw's
-#: rising (``_lips_closing``).
+#: rising (``_LipsClosing``).
 _UPPER_LIP_SHARE = 0.5
 #: The furthest (mouth widths) an upper lip comes down to close a mouth: about its own height, so
 #: a mouth open wider than a smile's parting closes by its jaw beyond that.
 _UPPER_LIP_TRAVEL = 0.1
 
 
-def _lips_closing(photo: np.ndarray, upper_share: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-landmark motion ``(478, 3)`` that closes the photo's parted lips, the jaw rising by
-    ``1 - upper_share`` pixels at the lower lip and the upper lip coming down by ``upper_share`` at
-    its middle; the face's down direction (unit, 2D); and by how much that motion closes the lips'
-    gap (pixels).
+@dataclass(frozen=True)
+class _LipsClosing:
+    """How the photo's parted lips close: per-landmark weights ``(478,)`` of the jaw's rise (1 at
+    the lower lip) and of the upper lip's descent (1 at its middle), along the face's down direction
+    ``down`` (unit, 2D); ``motion`` blends them.
 
     Lips that close from a smile's parting meet between where they were: the upper lip, raised
     off the teeth, comes down as the jaw comes up. Raised by the jaw alone, the sample's lower face
@@ -245,35 +246,48 @@ def _lips_closing(photo: np.ndarray, upper_share: float) -> tuple[np.ndarray, np
     the base of the nose to 1 at the inner upper lip, each column by its own share of the middle's
     gap, so the corners, where the lips already meet, stay where they are.
     """
-    motion = np.zeros_like(photo)
-    down = photo[fm.CHIN, :2] - photo[fm.FOREHEAD, :2]
-    down /= max(float(np.linalg.norm(down)), 1e-9)
-    width = fm.mouth_width(photo)
-    if width <= 0:
-        return motion, down, 1.0
-    across = np.array([-down[1], down[0]])
-    centre = (photo[fm.MOUTH_LEFT, :2] + photo[fm.MOUTH_RIGHT, :2]) / 2
-    rel = photo[:, :2] - centre
-    height, along = rel @ down, rel @ across
-    lower_lip = max(float(height[fm.LOWER_INNER_LIP_MID]), 1.0)
-    half = width / 2
-    sideways = np.clip((2.2 * half - np.abs(along)) / (1.2 * half), 0.0, 1.0)
-    jaw = np.clip(height / lower_lip, 0.0, 1.0) * sideways
 
-    def lip_line(lip: np.ndarray) -> np.ndarray:
-        order = np.argsort(along[lip])
-        return np.interp(along, along[lip][order], height[lip][order])
+    jaw: np.ndarray
+    upper_lip: np.ndarray
+    down: np.ndarray
 
-    upper, lower = lip_line(fm.UPPER_INNER_LIP), lip_line(fm.LOWER_INNER_LIP)
-    middle = max(float(height[fm.LOWER_INNER_LIP_MID] - height[fm.UPPER_INNER_LIP_MID]), 1e-6)
-    column = np.clip((lower - upper) / middle, 0.0, 1.0)
-    nose = float(height[fm.NOSE_BASE])
-    above = np.clip((height - nose) / np.maximum(upper - nose, 1.0), 0.0, 1.0)
-    upper_lip = np.where(height <= upper + 1e-6, above * column, 0.0)
-    weight = (1.0 - upper_share) * jaw - upper_share * upper_lip
-    motion[:, :2] = -weight[:, None] * down
-    closes = float(weight[fm.LOWER_INNER_LIP_MID] - weight[fm.UPPER_INNER_LIP_MID])
-    return motion, down, max(closes, 0.05)
+    @classmethod
+    def of(cls, photo: np.ndarray) -> _LipsClosing:
+        down = photo[fm.CHIN, :2] - photo[fm.FOREHEAD, :2]
+        down /= max(float(np.linalg.norm(down)), 1e-9)
+        width = fm.mouth_width(photo)
+        if width <= 0:
+            return cls(np.zeros(len(photo)), np.zeros(len(photo)), down)
+        across = np.array([-down[1], down[0]])
+        centre = (photo[fm.MOUTH_LEFT, :2] + photo[fm.MOUTH_RIGHT, :2]) / 2
+        rel = photo[:, :2] - centre
+        height, along = rel @ down, rel @ across
+        lower_lip = max(float(height[fm.LOWER_INNER_LIP_MID]), 1.0)
+        half = width / 2
+        sideways = np.clip((2.2 * half - np.abs(along)) / (1.2 * half), 0.0, 1.0)
+        jaw = np.clip(height / lower_lip, 0.0, 1.0) * sideways
+
+        def lip_line(lip: np.ndarray) -> np.ndarray:
+            order = np.argsort(along[lip])
+            return np.interp(along, along[lip][order], height[lip][order])
+
+        upper, lower = lip_line(fm.UPPER_INNER_LIP), lip_line(fm.LOWER_INNER_LIP)
+        middle = max(float(height[fm.LOWER_INNER_LIP_MID] - height[fm.UPPER_INNER_LIP_MID]), 1e-6)
+        column = np.clip((lower - upper) / middle, 0.0, 1.0)
+        nose = float(height[fm.NOSE_BASE])
+        above = np.clip((height - nose) / np.maximum(upper - nose, 1.0), 0.0, 1.0)
+        upper_lip = np.where(height <= upper + 1e-6, above * column, 0.0)
+        return cls(jaw, upper_lip, down)
+
+    def motion(self, upper_share: float) -> tuple[np.ndarray, float]:
+        """Per-landmark motion ``(478, 3)`` that closes the lips, the jaw rising by ``1 - upper_share``
+        pixels at the lower lip and the upper lip coming down by ``upper_share`` at its middle, and
+        by how much that closes the lips' gap (pixels)."""
+        weight = (1.0 - upper_share) * self.jaw - upper_share * self.upper_lip
+        motion = np.zeros((len(weight), 3))
+        motion[:, :2] = -weight[:, None] * self.down
+        closes = float(weight[fm.LOWER_INNER_LIP_MID] - weight[fm.UPPER_INNER_LIP_MID])
+        return motion, max(closes, 0.05)
 
 
 #: Share of a soft limit below which values pass unchanged.

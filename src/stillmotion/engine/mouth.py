@@ -140,7 +140,7 @@ class MouthPaint:
     lower_share: np.ndarray
     cavity: Cavity | None
     alpha: np.ndarray
-    corners: float = 0.0
+    corners: float
     """How far the photo's corner wedges have given way (0 to 1) in the texture the frame is warped
     from (``MouthInterior.texture``)."""
 
@@ -156,8 +156,9 @@ class MouthInterior:
         self._min_gap = _MIN_GAP * feather / 1.5
         self._skin = _skin_colour(photo, photo_landmarks)
         self._opening = fm.mouth_opening(photo_landmarks)
-        self._shade = _Shade.of(photo, photo_landmarks, self._skin)
-        self._corners = _CornerShadows.of(photo, photo_landmarks)
+        lips, opening = _lips_and_opening(photo.shape[:2], photo_landmarks)
+        self._shade = _Shade.of(photo, lips, self._skin)
+        self._corners = _CornerShadows.of(photo, photo_landmarks, lips, opening)
 
     def texture(self, paint: MouthPaint | None) -> np.ndarray:
         """The photo to warp a frame from: the photo itself, its corner wedges given way as far as
@@ -298,8 +299,8 @@ class _Shade:
     """Luma (0–255) below which a pixel takes on the lips' hue."""
 
     @classmethod
-    def of(cls, photo: np.ndarray, landmarks: np.ndarray, skin: np.ndarray) -> _Shade:
-        lips, _ = _lips_and_opening(photo.shape[:2], landmarks)
+    def of(cls, photo: np.ndarray, lips: np.ndarray, skin: np.ndarray) -> _Shade:
+        """``lips``: the photo's lips mask (``_lips_and_opening``); ``skin``: its skin's RGB."""
         colour = np.median(photo[lips > 0], axis=0) if lips.any() else skin
         tint = colour / max(_luma(colour), 1.0)
         return cls((*(float(t) for t in tint), 0.0), _SHADOW_LUMA * _luma(skin))
@@ -320,10 +321,13 @@ class _CornerShadows:
     patches: tuple[tuple[slice, slice, np.ndarray], ...]
 
     @classmethod
-    def of(cls, photo: np.ndarray, landmarks: np.ndarray) -> _CornerShadows:
+    def of(
+        cls, photo: np.ndarray, landmarks: np.ndarray, lips: np.ndarray, opening: np.ndarray
+    ) -> _CornerShadows:
+        """``lips``, ``opening``: the photo's masks of its lips and of the opening between them
+        (``_lips_and_opening``)."""
         height, width = photo.shape[:2]
         luma = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
-        lips, opening = _lips_and_opening(photo.shape[:2], landmarks)
         if not lips.any():
             return cls(())
         dark = _CORNER_DARK * float(np.median(luma[lips > 0]))
