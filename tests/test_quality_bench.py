@@ -167,6 +167,27 @@ def test_gaze_is_not_measured_while_an_eye_closes() -> None:
     assert np.isfinite(series["eye_right"][2])  # the blink itself is measured
 
 
+@pytest.mark.parametrize("roll_degrees", [0.0, 25.0])
+def test_gaze_reads_both_irises_glancing_the_same_way_as_that_way(roll_degrees: float) -> None:
+    """Both irises moved down the face (or toward the image's right) by 0.1 of the eyes' width read
+    as a gaze of +0.1 down (or right), whatever the head's roll: neither eye's reading cancels the
+    other's."""
+    original = media.read_image(sample_image())
+    height, width = original.shape[:2]
+    face = detect_photo_face(fit_photo(original, output_size(width, height, 720), (0, 0, width, height)))
+    angle = math.radians(roll_degrees)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    face = face.copy()
+    face[:, :2] = (face[:, :2] - face[:, :2].mean(0)) @ rotation.T + 360.0
+    eye_width = float(np.linalg.norm(face[fm.RIGHT_EYE_CORNERS[0], :2] - face[fm.RIGHT_EYE_CORNERS[1], :2]))
+    right, down = rotation @ [1.0, 0.0], rotation @ [0.0, 1.0]  # the face's own axes in the image
+    at_rest = np.array(fm.gaze(face))
+    for direction, expected in ((down, (0.0, 0.1)), (right, (0.1, 0.0))):
+        glance = face.copy()
+        glance[fm.IRISES, :2] += 0.1 * eye_width * direction
+        assert np.array(fm.gaze(glance)) - at_rest == pytest.approx(expected, abs=0.01)
+
+
 def test_pearson_of_known_series() -> None:
     x = np.array([1.0, 2.0, 3.0, 4.0])
     assert metrics.pearson(x, 3 * x + 2) == pytest.approx(1.0)

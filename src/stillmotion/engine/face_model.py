@@ -112,6 +112,8 @@ RIGHT_EYE_LIDS = ((159, 145), (158, 153), (160, 144))
 LEFT_EYE_LIDS = ((386, 374), (385, 380), (387, 373))
 RIGHT_EYE_CORNERS = (33, 133)
 LEFT_EYE_CORNERS = (263, 362)
+#: All four eye corners.
+EYE_CORNERS = np.array([*RIGHT_EYE_CORNERS, *LEFT_EYE_CORNERS])
 RIGHT_IRIS, LEFT_IRIS = 468, 473  # iris centres; the 4 points after each are on the iris rim
 
 FOREHEAD, CHIN, RIGHT_TEMPLE, LEFT_TEMPLE = 10, 152, 234, 454
@@ -240,18 +242,15 @@ def eye_frame(points: np.ndarray) -> tuple[np.ndarray, complex, complex]:
 
 def gaze(lm: np.ndarray) -> tuple[float, float]:
     """Iris position within the eyes, averaged over both: (horizontal, vertical), each about -0.5..0.5
-    of the eye's width, measured along the eye's own axis so head roll does not leak in."""
-    values = []
-    for iris, (outer, inner) in ((RIGHT_IRIS, RIGHT_EYE_CORNERS), (LEFT_IRIS, LEFT_EYE_CORNERS)):
-        a, b = lm[outer, :2], lm[inner, :2]
-        axis = b - a
-        length = max(float(np.linalg.norm(axis)), 1e-6)
-        unit = axis / length
-        normal = np.array([-unit[1], unit[0]])
-        rel = lm[iris, :2] - (a + b) / 2
-        h = float(rel @ unit) / length
-        values.append((h if iris == RIGHT_IRIS else -h, float(rel @ normal) / length))
-    return (float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values])))
+    of the eye's width from the eye's centre, toward the image's right and down the face. Measured
+    in each eye's own frame (``eye_frame``, its image-left corner first), so head roll does not leak
+    in and the two eyes' axes point the same way."""
+    centres = [
+        complex(eye_frame(lm[[left, right, iris], :2])[0][2]) - 0.5
+        for iris, (left, right) in ((RIGHT_IRIS, RIGHT_EYE_CORNERS), (LEFT_IRIS, LEFT_EYE_CORNERS[::-1]))
+    ]
+    centre = complex(np.mean(centres))
+    return (centre.real, centre.imag)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -126,7 +126,9 @@ class _Stages:
 #: gaze shifts of a few frames (at 12 Hz the irises' noise shows and a triangle folds).
 _POSE_CUTOFF_HZ, _EXPRESSION_CUTOFF_HZ = 1.5, 8.0
 #: Lids are not filtered at all (an infinite cut-off passes every frame as it is): a blink lasts 2
-#: to 5 frames, and any cut-off low enough to matter halves its depth.
+#: to 5 frames, and any cut-off low enough to matter halves its depth. The eyes' corners, which do
+#: not blink, are filtered as the irises are: the gaze is the iris's place between them, and raw
+#: corners would add their tracking noise to it.
 _LID_CUTOFF_HZ = np.inf
 #: One Euro's speed coefficient: the cut-off rises by this many hertz per face unit per second.
 _SPEED_COEFFICIENT = 8.0
@@ -302,10 +304,12 @@ def _smooth_driving(log: LandmarkLog, smoothed: LandmarkLog, reference: np.ndarr
     for index in range(log.count):
         raw = log[index]
         log[index] = bridge(None if raw is None else raw / unit)
-    # Steady skull (pose jitter is what viewers notice), quicker irises and lips, lids as tracked.
+    # Steady skull (pose jitter is what viewers notice), quicker irises, eye corners and lips, lids
+    # as tracked.
     cutoff = np.full((fm.N_LANDMARKS, 1), _POSE_CUTOFF_HZ)
     cutoff[fm.EXPRESSIVE] = _EXPRESSION_CUTOFF_HZ
     cutoff[fm.LIDS] = _LID_CUTOFF_HZ
+    cutoff[fm.EYE_CORNERS] = _EXPRESSION_CUTOFF_HZ
     smooth_zero_phase(
         log, smoothed, lambda: OneEuroFilter(fps, min_cutoff=cutoff, beta=_SPEED_COEFFICIENT, d_cutoff=1.0)
     )
