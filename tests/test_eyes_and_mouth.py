@@ -106,6 +106,73 @@ def test_the_iris_follows_the_gaze(portrait, glance):
         assert abs(_luma(frame, landmarks[iris, :2]) - _luma(image, beside)) < 12
 
 
+@pytest.fixture(scope="module")
+def drawn_eyes(portrait) -> tuple[np.ndarray, np.ndarray]:
+    """A drawing on the sample's landmarks, as exact as a test needs: flat skin, each eye's opening
+    white, a blue iris disc with a black pupil whose top the upper lid hides, and a brown lash line
+    along the upper lid."""
+    _, landmarks = portrait
+    skin = np.full((720, 720, 3), (224, 172, 140), np.float64)
+    image = skin.copy()
+    for (upper, lower), iris in zip(fm.EYE_LIDS, (fm.RIGHT_IRIS, fm.LEFT_IRIS), strict=True):
+        opening = np.zeros((720, 720), np.uint8)
+        outline = np.concatenate([landmarks[upper, :2], landmarks[lower[::-1], :2]])
+        cv2.fillPoly(opening, [np.round(outline * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+        eye = np.full((720, 720, 3), 255, np.uint8)
+        centre = landmarks[iris, :2]
+        radius = float(np.linalg.norm(landmarks[iris + 1 : iris + 5, :2] - centre, axis=1).mean())
+        for share, colour in ((1.0, (40, 90, 230)), (0.45, (0, 0, 0))):
+            at, size = tuple(np.round(centre * 16).astype(int)), round(share * radius * 16)
+            cv2.circle(eye, at, size, colour, -1, cv2.LINE_AA, shift=4)
+        inside = opening[..., None] / 255.0
+        image = inside * eye + (1.0 - inside) * image
+        lashes = np.round(landmarks[upper, :2] * 16).astype(np.int32)
+        cv2.polylines(image, [lashes], False, (90, 60, 50), 2, cv2.LINE_AA, shift=4)
+    return np.round(image).astype(np.uint8), landmarks
+
+
+def _iris_pixels(image: np.ndarray) -> np.ndarray:
+    """Where ``image`` shows the drawing's iris: blue or black."""
+    rgb = image.astype(int)
+    return (rgb[..., 2] > rgb[..., 0] + 60) | (rgb.sum(-1) < 120)
+
+
+def _iris_and_radius(landmarks: np.ndarray, iris: int) -> tuple[np.ndarray, float]:
+    centre = landmarks[iris, :2]
+    return centre, float(np.linalg.norm(landmarks[iris + 1 : iris + 5, :2] - centre, axis=1).mean())
+
+
+def test_an_eye_opened_wider_than_the_photos_keeps_its_iris_round(drawn_eyes):
+    """Lids opened to 0.6 of the eye's width (the drawing's: 0.35) show more white, and the iris as
+    it was: stretching the eyeball to the lids drew the iris half again as tall as it is wide."""
+    image, landmarks = drawn_eyes
+    frame = image.copy()
+    EyeInterior(image, landmarks).apply(frame, _lids_closed_to(landmarks, 0.6))
+    for iris in (fm.RIGHT_IRIS, fm.LEFT_IRIS):
+        (x, y), radius = _iris_and_radius(landmarks, iris)
+        box = (
+            slice(int(y - 3 * radius), int(y + 3 * radius)),
+            slice(int(x - 3 * radius), int(x + 3 * radius)),
+        )
+        rows, cols = np.nonzero(_iris_pixels(frame[box]))
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert height <= np.ptp(np.nonzero(_iris_pixels(image[box]))[0]) + 1 < width
+
+
+def test_where_the_iris_moves_away_the_white_behind_it_shows(drawn_eyes):
+    image, landmarks = drawn_eyes
+    eye = np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
+    target = landmarks.copy()
+    target[fm.IRISES, 0] += 0.12 * eye  # a glance toward the image's right, the lids still
+    frame = image.copy()
+    EyeInterior(image, landmarks).apply(frame, target)
+    for iris in (fm.RIGHT_IRIS, fm.LEFT_IRIS):
+        centre, radius = _iris_and_radius(landmarks, iris)
+        x, y = np.round(centre - [0.8 * radius, 0.0]).astype(int)  # the iris's trailing edge was here
+        assert _iris_pixels(image)[y, x]
+        assert frame[y, x].astype(int).min() > 200  # now white, not the iris dragged along
+
+
 def _open_mouth(landmarks: np.ndarray) -> np.ndarray:
     """The photo's landmarks with everything below the mouth's corners (lower lip, chin) dropped by
     half the mouth's width."""

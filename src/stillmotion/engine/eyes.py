@@ -6,10 +6,13 @@ as intended). A real lid slides *over* the eyeball. So after the warp each eye i
 photo, in the eye's own frame (``face_model.eye_frame``: its corners at 0 and 1):
 
 * inside the target opening, the eyeball, never compressed: each column keeps its height about the
-  iris's level, so lids that close cut it off (the upper lid descends over the iris, as in a blink),
-  and lids that open wider than the photo's stretch it to reach them (there is nothing hidden to
-  reveal); the iris moves as a disc with the target iris centre (gaze), easing into the still white
-  around it over one iris radius;
+  iris's level, so lids that close cut it off (the upper lid descends over the iris, as in a blink);
+* the white behind the iris comes from a *plate*, the photo with each iris painted out once (the
+  white beside it carried across): lids that open wider than the photo's stretch that white to
+  reach them, and where the iris moves away (gaze) the white it uncovers shows, not the iris's own
+  edge dragged along. The iris itself moves as a round disc with the target iris centre and is
+  never stretched; its top, hidden under the photo's lid, is mirrored from its lower half when a
+  wider eye or a downward glance shows it;
 * above the opening, the upper lid, lashes and all, translated by the lid's travel as one piece
   (``_lid_map``): the warp would instead stretch the narrow band between lashes and crease into a
   grey smear. The lid's skin above that band takes up the travel, stretched gently up toward the
@@ -49,6 +52,15 @@ _CORNER_TAPER = 0.08
 #: The lid skin above the sliding band stretches over at least this many times the lid's travel
 #: (a stretch of at most 1.5), easing into the unmoved photo at its top.
 _LID_SKIN_SPAN = 3.0
+#: Radius (iris radii) within which the plate's white replaces the iris, and beyond which the
+#: repaint shows no iris at all.
+_PLATE_RADIUS, _IRIS_REACH = 1.25, 2.0
+#: Within how many iris radii of its centre the iris is taken to be radially symmetric (its rim
+#: blurs into the white and the lids, so is not mirrored).
+_MIRROR_REACH = 0.9
+#: Over how many pixels outside the photo's opening a source point of the iris eases from shown to
+#: hidden.
+_SHOWN_FADE_PX = 1.0
 #: Openness (lid gap over eye width) at which FaceMesh reads an eye that is shut.
 _SHUT_OPENNESS = 0.08
 
@@ -68,6 +80,12 @@ class _Lids:
         """The widest gap between the lids, in eye widths (the eye's openness)."""
         return float(np.max(np.interp(self.upper[0], *self.lower) - self.upper[1], initial=0.0))
 
+    def clearance(self, z: np.ndarray) -> np.ndarray:
+        """How far inside the opening each point ``z`` (eye frame) lies, in eye widths: its distance
+        down from the upper lid or up from the lower, whichever is less (negative outside)."""
+        x = np.clip(z.real, 0.0, 1.0)
+        return np.minimum(z.imag - np.interp(x, *self.upper), np.interp(x, *self.lower) - z.imag)
+
     def opening(self) -> np.ndarray:
         """The opening's outline ``(n, 2)`` in image pixels: the upper lid, then the lower lid back."""
         z = np.concatenate([self.upper[0] + 1j * self.upper[1], (self.lower[0] + 1j * self.lower[1])[::-1]])
@@ -85,11 +103,15 @@ class _Lids:
 @dataclass(frozen=True)
 class EyePaint:
     """One eye's repaint in one frame: the image window, where in the photo each of its pixels comes
-    from (``(h, w, 2)`` float32, a ``cv2.remap`` map), and how much of it is repainted (``(h, w)``)."""
+    from (``(h, w, 2)`` float32 ``cv2.remap`` maps: the iris and lid ``map`` into the photo, the
+    ``white_map`` into its iris-free plate), how much of each pixel is the white (``white``) and how
+    much of it is repainted at all (``alpha``), each ``(h, w)``."""
 
     rows: slice
     cols: slice
     map: np.ndarray
+    white_map: np.ndarray
+    white: np.ndarray
     alpha: np.ndarray
 
 
@@ -140,6 +162,11 @@ class EyeInterior:
             eye = _Eye(upper, lower, iris)
             rest = eye.lids(photo_landmarks)
             self._eyes.append(_AtRest(eye, rest, rest.gap(), float(np.abs(rest.rim - rest.iris).mean())))
+        #: The photo with each iris replaced by the white beside it: what the eyeball is behind the
+        #: iris, for a white that stretches to lids opened wider than the photo's.
+        self._plate = photo.copy()
+        for eye in self._eyes:
+            _remove_iris(self._plate, photo, eye)
 
     def prepare(self, target: np.ndarray) -> list[EyePaint]:
         """What repainting the eyes takes for the target landmarks ``target``: all the geometry, so
@@ -162,6 +189,10 @@ class EyeInterior:
             layer = cv2.remap(
                 self._photo, paint.map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
             )
+            white = cv2.remap(
+                self._plate, paint.white_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+            )
+            layer = cv2.blendLinear(white, layer, paint.white, 1.0 - paint.white)
             roi = frame[paint.rows, paint.cols]
             roi[:] = cv2.blendLinear(layer, roi, paint.alpha, 1.0 - paint.alpha)
 
@@ -193,17 +224,20 @@ class EyeInterior:
         lid, lid_share = _lid_map(z.imag, lids.top, lids.top - lids.rest_top)
         # Beyond the corners nothing of the lid moves: the warp's own pixels stay.
         lid_share *= np.clip(np.minimum(z.real, 1.0 - z.real) / _CORNER_TAPER, 0.0, 1.0)
-        eyeball = _eyeball_map(z, lids, rest.iris, now.iris, eye.radius)
+        white, iris, iris_share = _eyeball_map(z, lids, rest, now.iris, eye.radius)
         # Antialiased opening: its edge pixels mix the two maps by how much of them lies inside.
         inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
         corners = np.round((opening - [x0, y0]) * 16).astype(np.int32)
         cv2.fillPoly(inside, [corners], 255, cv2.LINE_AA, shift=4)
         cover = inside / 255.0
-        source = rest.origin + rest.unit * (cover * eyeball + (1.0 - cover) * (z.real + 1j * lid))
+        source = rest.origin + rest.unit * (cover * iris + (1.0 - cover) * (z.real + 1j * lid))
+        white = rest.origin + rest.unit * white
         return EyePaint(
             slice(y0, y1),
             slice(x0, x1),
-            np.stack([source.real, source.imag], -1).astype(np.float32),
+            _remap_map(source),
+            _remap_map(white),
+            (cover * (1.0 - iris_share)).astype(np.float32),
             np.maximum(cover, lid_share).astype(np.float32),
         )
 
@@ -219,13 +253,21 @@ class _Columns:
 
 
 def _eyeball_map(
-    z: np.ndarray, lids: _Columns, rest_iris: complex, iris: complex, radius: float
-) -> np.ndarray:
+    z: np.ndarray, lids: _Columns, rest: _Lids, iris: complex, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where in the photo's eye frame each pixel (``z``, target eye frame) of the opening takes the
-    eyeball from, for the iris centre moved from ``rest_iris`` to ``iris``."""
+    eyeball from, for the iris centre moved from the photo's (``rest.iris``) to ``iris``: the white
+    (from the iris-free plate), the iris (from the photo), and the iris's share of each pixel.
+
+    The white stretches to reach lids opened wider than the photo's; the iris does not: it is a
+    disc, moved whole with the gaze. Where the disc's source lies outside the photo's opening (its
+    top, hidden under the photo's lid, shown by an eye opening wider or glancing down), it is taken
+    from its mirror image across the iris's horizontal diameter: the iris is radially symmetric,
+    and its lower half is the part a lid hides least (the stretch remains where both are hidden).
+    """
     # The eyeball's level: the photo's iris centre, kept inside the photo's opening.
     gap = lids.rest_bottom - lids.rest_top
-    level = np.clip(rest_iris.imag, lids.rest_top + 0.25 * gap, lids.rest_bottom - 0.25 * gap)
+    level = np.clip(rest.iris.imag, lids.rest_top + 0.25 * gap, lids.rest_bottom - 0.25 * gap)
     v = z.imag
     above = v < level
     # A lid nearer the level than the photo's cuts the eyeball off (scale 1); one farther away
@@ -233,10 +275,68 @@ def _eyeball_map(
     reach = np.where(above, level - lids.top, lids.bottom - level)
     rest_reach = np.where(above, level - lids.rest_top, lids.rest_bottom - level)
     stretch = np.where(reach > rest_reach, rest_reach / np.maximum(reach, 1e-9), 1.0)
-    source = z.real + 1j * (level + (v - level) * stretch)
+    white = z.real + 1j * (level + (v - level) * stretch)
     iris = complex(np.clip(iris.real, _IRIS_SIDE, 1 - _IRIS_SIDE), iris.imag)
-    weight = smoothstep(2.0 - np.abs(z - iris) / max(radius, 1e-9))
-    return source - (iris - rest_iris) * weight
+    disc = z - (iris - rest.iris)
+    mirror = disc.real + 1j * (2 * rest.iris.imag - disc.imag)
+    # How much of each source the photo shows: 1 inside its opening, easing to 0 outside. A pixel
+    # on the target opening's antialiased edge may take its source from as far outside the photo's
+    # (so at rest, where the two edges are one, nothing changes).
+    edge = np.minimum(np.minimum(v - lids.top, lids.bottom - v), 0.0)
+    fade = _SHOWN_FADE_PX / abs(rest.unit)
+    shown, mirror_shown = (smoothstep(1.0 + (rest.clearance(p) - edge) / fade) for p in (disc, mirror))
+    mirror_shown *= smoothstep((_MIRROR_REACH - np.abs(mirror - rest.iris) / max(radius, 1e-9)) / 0.2)
+    hidden = mirror_shown * mirror + (1.0 - mirror_shown) * (white - (iris - rest.iris))
+    source = shown * disc + (1.0 - shown) * hidden
+    # The iris covers all the plate's repainted disc, easing into the white beyond it; past its own
+    # rim, only where the photo shows what lies there (else the plate's white, not a stretched iris).
+    out = np.abs(z - iris) / max(radius, 1e-9)
+    share = smoothstep((_IRIS_REACH - out) / (_IRIS_REACH - _PLATE_RADIUS))
+    found = shown + (1.0 - shown) * mirror_shown
+    disc_itself = smoothstep((_MIRROR_REACH - out) / 0.2)
+    return white, source, share * (found + (1.0 - found) * disc_itself)
+
+
+def _remove_iris(plate: np.ndarray, photo: np.ndarray, eye: _AtRest) -> None:
+    """Paint over the iris of ``eye`` in ``plate`` (in place) with the white beside it: each point
+    within ``_PLATE_RADIUS`` iris radii of its centre and inside the opening takes the photo
+    interpolated, along the eye's axis, between the two points that far out on either side (each
+    kept inside the opening), easing back into the photo at the disc's rim."""
+    rest = eye.lids
+    reach = _PLATE_RADIUS * eye.radius
+    centre = rest.origin + rest.unit * rest.iris
+    half = reach * abs(rest.unit) + 2
+    height, width = photo.shape[:2]
+    x0, y0 = max(int(centre.real - half), 0), max(int(centre.imag - half), 0)
+    x1, y1 = min(int(centre.real + half) + 2, width), min(int(centre.imag + half) + 2, height)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return
+    rows, cols = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    z = (cols + 1j * rows - rest.origin) / rest.unit
+    # Each point's height within the opening, as a share of the opening's height over its column:
+    # the side points are taken at the same share, so the lids' shadows carry across.
+    across = np.clip(z.real, 0.0, 1.0)
+    top, bottom = np.interp(across, *rest.upper), np.interp(across, *rest.lower)
+    share_down = np.clip((z.imag - top) / np.maximum(bottom - top, 1e-9), 0.0, 1.0)
+    ends = []
+    for x in (rest.iris.real - reach, rest.iris.real + reach):
+        x = float(np.clip(x, 0.02, 0.98))
+        side_top, side_bottom = np.interp(x, *rest.upper), np.interp(x, *rest.lower)
+        point = rest.origin + rest.unit * (x + 1j * (side_top + share_down * (side_bottom - side_top)))
+        ends.append((x, cv2.remap(photo, _remap_map(point), None, cv2.INTER_LINEAR)))
+    (left, left_colour), (right, right_colour) = ends
+    t = np.clip((z.real - left) / max(right - left, 1e-9), 0.0, 1.0)[..., None]
+    white = (1.0 - t) * left_colour + t * right_colour
+    # Not on the opening's own edge, which is the lids' (the white is never stretched from there).
+    inside = smoothstep(rest.clearance(z) * abs(rest.unit))
+    share = inside * smoothstep((reach - np.abs(z - rest.iris)) / (0.15 * eye.radius))
+    window = plate[y0:y1, x0:x1]
+    window[:] = np.round(share[..., None] * white + (1.0 - share[..., None]) * window).astype(np.uint8)
+
+
+def _remap_map(points: np.ndarray) -> np.ndarray:
+    """Image points as complex numbers to a ``cv2.remap`` map ``(h, w, 2)`` float32."""
+    return np.stack([points.real, points.imag], -1).astype(np.float32)
 
 
 def _lid_map(v: np.ndarray, top: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
