@@ -58,6 +58,8 @@ _PLATE_RADIUS, _IRIS_REACH = 1.25, 2.0
 #: Within how many iris radii of its centre the iris is taken to be radially symmetric (its rim
 #: blurs into the white and the lids, so is not mirrored).
 _MIRROR_REACH = 0.9
+#: Over how many iris radii the mirror's reach eases out.
+_EASE = 0.2
 #: Over how many pixels outside the photo's opening a source point of the iris eases from shown to
 #: hidden.
 _SHOWN_FADE_PX = 1.0
@@ -263,7 +265,10 @@ def _eyeball_map(
     disc, moved whole with the gaze. Where the disc's source lies outside the photo's opening (its
     top, hidden under the photo's lid, shown by an eye opening wider or glancing down), it is taken
     from its mirror image across the iris's horizontal diameter: the iris is radially symmetric,
-    and its lower half is the part a lid hides least (the stretch remains where both are hidden).
+    and its lower half is the part a lid hides least. Only within ``_MIRROR_REACH`` of its centre:
+    the rim blurs into the white and carries catchlights (carphone's, mirrored, drew a bright streak
+    under the lid). Where neither is shown, the iris's interior is the stretched eyeball, and
+    beyond it the plate's white.
     """
     # The eyeball's level: the photo's iris centre, kept inside the photo's opening.
     gap = lids.rest_bottom - lids.rest_top
@@ -285,15 +290,16 @@ def _eyeball_map(
     edge = np.minimum(np.minimum(v - lids.top, lids.bottom - v), 0.0)
     fade = _SHOWN_FADE_PX / abs(rest.unit)
     shown, mirror_shown = (smoothstep(1.0 + (rest.clearance(p) - edge) / fade) for p in (disc, mirror))
-    mirror_shown *= smoothstep((_MIRROR_REACH - np.abs(mirror - rest.iris) / max(radius, 1e-9)) / 0.2)
+    mirror_shown *= smoothstep((_MIRROR_REACH - np.abs(mirror - rest.iris) / max(radius, 1e-9)) / _EASE)
     hidden = mirror_shown * mirror + (1.0 - mirror_shown) * (white - (iris - rest.iris))
     source = shown * disc + (1.0 - shown) * hidden
-    # The iris covers all the plate's repainted disc, easing into the white beyond it; past its own
-    # rim, only where the photo shows what lies there (else the plate's white, not a stretched iris).
+    # The iris covers all the plate's repainted disc, easing into the white beyond it; past the
+    # mirror's reach, only where the photo shows what lies there (else the plate's white, not a
+    # stretched iris).
     out = np.abs(z - iris) / max(radius, 1e-9)
     share = smoothstep((_IRIS_REACH - out) / (_IRIS_REACH - _PLATE_RADIUS))
     found = shown + (1.0 - shown) * mirror_shown
-    disc_itself = smoothstep((_MIRROR_REACH - out) / 0.2)
+    disc_itself = smoothstep((_MIRROR_REACH - out) / _EASE)
     return white, source, share * (found + (1.0 - found) * disc_itself)
 
 
