@@ -55,12 +55,10 @@ def test_zero_phase_smoothing_wants_every_frame_and_an_empty_store():
         smooth_zero_phase([np.zeros((1, 1))], [np.zeros((1, 1))], _filter)
 
 
-def test_the_driving_gaze_is_smoothed_between_steady_eye_corners():
+def test_the_driving_gaze_is_smoothed_between_steady_eye_corners(portrait):
     """The gaze is the iris's place between its eye's corners: smoothing the irises but not the
     corners (which do not blink, unlike the lids) would leave the corners' tracking noise in it."""
-    original = media.read_image(sample_image())
-    height, width = original.shape[:2]
-    face = detect_photo_face(fit_photo(original, output_size(width, height, 720), (0, 0, width, height)))
+    _, face = portrait
     rng = np.random.default_rng(11)
     noise = 0.02 * fm.interocular(face)  # about 0.05 of an eye's width
     with LandmarkLog() as log, LandmarkLog() as smoothed:

@@ -9,23 +9,11 @@ import pytest
 from stillmotion.engine import face_model as fm
 from stillmotion.engine import media
 from stillmotion.engine.eyes import EyeInterior
-from stillmotion.engine.framing import fit_photo, output_size
 from stillmotion.engine.mouth import MouthInterior
 from stillmotion.engine.options import RenderOptions
 from stillmotion.engine.pipeline import FrameTrace, animate
 from stillmotion.engine.segmentation import person_mask
-from stillmotion.engine.tracking import detect_photo_face
 from stillmotion.engine.warp import HeadRig
-from stillmotion.samples import sample_image
-
-
-@pytest.fixture(scope="module")
-def portrait() -> tuple[np.ndarray, np.ndarray]:
-    """The sample photo at 720p and its landmarks."""
-    original = media.read_image(sample_image())
-    height, width = original.shape[:2]
-    image = fit_photo(original, output_size(width, height, 720), (0, 0, width, height))
-    return image, detect_photo_face(image)
 
 
 def _luma(image: np.ndarray, point: np.ndarray) -> float:
@@ -119,8 +107,7 @@ def drawn_eyes(portrait) -> tuple[np.ndarray, np.ndarray]:
         outline = np.concatenate([landmarks[upper, :2], landmarks[lower[::-1], :2]])
         cv2.fillPoly(opening, [np.round(outline * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
         eye = np.full((720, 720, 3), 255, np.uint8)
-        centre = landmarks[iris, :2]
-        radius = float(np.linalg.norm(landmarks[iris + 1 : iris + 5, :2] - centre, axis=1).mean())
+        centre, radius = _iris_and_radius(landmarks, iris)
         for share, colour in ((1.0, (40, 90, 230)), (0.45, (0, 0, 0))):
             at, size = tuple(np.round(centre * 16).astype(int)), round(share * radius * 16)
             cv2.circle(eye, at, size, colour, -1, cv2.LINE_AA, shift=4)

@@ -153,10 +153,8 @@ def test_face_measures_are_the_engine_measures() -> None:
     assert np.isnan(series["mouth"][1]) and series["mouth"][0] == measures["mouth"]
 
 
-def test_gaze_is_not_measured_while_an_eye_closes() -> None:
-    original = media.read_image(sample_image())
-    height, width = original.shape[:2]
-    face = detect_photo_face(fit_photo(original, output_size(width, height, 720), (0, 0, width, height)))
+def test_gaze_is_not_measured_while_an_eye_closes(portrait) -> None:
+    _, face = portrait
     blink = face.copy()
     upper, lower = fm.EYE_LIDS[0]  # the right eye's lids: its upper lid lowered most of the way
     blink[upper[1:-1]] = face[lower[1:-1]] + 0.3 * (face[upper[1:-1]] - face[lower[1:-1]])
@@ -168,13 +166,11 @@ def test_gaze_is_not_measured_while_an_eye_closes() -> None:
 
 
 @pytest.mark.parametrize("roll_degrees", [0.0, 25.0])
-def test_gaze_reads_both_irises_glancing_the_same_way_as_that_way(roll_degrees: float) -> None:
+def test_gaze_reads_both_irises_glancing_the_same_way_as_that_way(portrait, roll_degrees: float) -> None:
     """Both irises moved down the face (or toward the image's right) by 0.1 of the eyes' width read
     as a gaze of +0.1 down (or right), whatever the head's roll: neither eye's reading cancels the
     other's."""
-    original = media.read_image(sample_image())
-    height, width = original.shape[:2]
-    face = detect_photo_face(fit_photo(original, output_size(width, height, 720), (0, 0, width, height)))
+    _, face = portrait
     angle = math.radians(roll_degrees)
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     face = face.copy()

@@ -88,11 +88,15 @@ class _Lids:
         x = np.clip(z.real, 0.0, 1.0)
         return np.minimum(z.imag - np.interp(x, *self.upper), np.interp(x, *self.lower) - z.imag)
 
+    def frame_of(self, rows: slice, cols: slice) -> np.ndarray:
+        """Each pixel of the image window ``rows`` x ``cols`` in this eye's frame."""
+        y, x = np.mgrid[rows, cols].astype(np.float64)
+        return (x + 1j * y - self.origin) / self.unit
+
     def opening(self) -> np.ndarray:
         """The opening's outline ``(n, 2)`` in image pixels: the upper lid, then the lower lid back."""
         z = np.concatenate([self.upper[0] + 1j * self.upper[1], (self.lower[0] + 1j * self.lower[1])[::-1]])
-        points = self.origin + self.unit * z
-        return np.stack([points.real, points.imag], 1)
+        return _xy(self.origin + self.unit * z)
 
     def with_gap(self, share: float) -> _Lids:
         """These lids with the upper lid lowered until each column's gap is ``share`` of what it is."""
@@ -208,14 +212,10 @@ class EyeInterior:
         # What changes: the opening, the lid's band above its edge and the skin that stretches above.
         reach_up = _LID_BAND + max(_LID_BAND, _LID_SKIN_SPAN * travel)
         lifted = now.origin + now.unit * (now.upper[0] + 1j * (now.upper[1] - reach_up))
-        reach = np.concatenate([opening, np.stack([lifted.real, lifted.imag], 1)])
-        height, width = self._photo.shape[:2]
-        x0, y0 = np.maximum(np.floor(reach.min(0)).astype(int) - 2, 0)
-        x1, y1 = np.minimum(np.ceil(reach.max(0)).astype(int) + 3, [width, height])
-        if x1 - x0 < 3 or y1 - y0 < 3:
+        rows, cols = _window(np.concatenate([opening, _xy(lifted)]), self._photo.shape)
+        if rows.stop - rows.start < 3 or cols.stop - cols.start < 3:
             return None
-        rows, cols = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-        z = (cols + 1j * rows - now.origin) / now.unit
+        z = now.frame_of(rows, cols)
         across = np.clip(z.real, 0.0, 1.0)
         lids = _Columns(
             np.interp(across, *now.upper),
@@ -228,17 +228,17 @@ class EyeInterior:
         lid_share *= np.clip(np.minimum(z.real, 1.0 - z.real) / _CORNER_TAPER, 0.0, 1.0)
         white, iris, iris_share = _eyeball_map(z, lids, rest, now.iris, eye.radius)
         # Antialiased opening: its edge pixels mix the two maps by how much of them lies inside.
-        inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        corners = np.round((opening - [x0, y0]) * 16).astype(np.int32)
+        inside = np.zeros(z.shape, np.uint8)
+        corners = np.round((opening - [cols.start, rows.start]) * 16).astype(np.int32)
         cv2.fillPoly(inside, [corners], 255, cv2.LINE_AA, shift=4)
         cover = inside / 255.0
         source = rest.origin + rest.unit * (cover * iris + (1.0 - cover) * (z.real + 1j * lid))
         white = rest.origin + rest.unit * white
         return EyePaint(
-            slice(y0, y1),
-            slice(x0, x1),
-            _remap_map(source),
-            _remap_map(white),
+            rows,
+            cols,
+            _xy(source).astype(np.float32),
+            _xy(white).astype(np.float32),
             (cover * (1.0 - iris_share)).astype(np.float32),
             np.maximum(cover, lid_share).astype(np.float32),
         )
@@ -310,15 +310,11 @@ def _remove_iris(plate: np.ndarray, photo: np.ndarray, eye: _AtRest) -> None:
     kept inside the opening), easing back into the photo at the disc's rim."""
     rest = eye.lids
     reach = _PLATE_RADIUS * eye.radius
-    centre = rest.origin + rest.unit * rest.iris
-    half = reach * abs(rest.unit) + 2
-    height, width = photo.shape[:2]
-    x0, y0 = max(int(centre.real - half), 0), max(int(centre.imag - half), 0)
-    x1, y1 = min(int(centre.real + half) + 2, width), min(int(centre.imag + half) + 2, height)
-    if x1 - x0 < 2 or y1 - y0 < 2:
+    corners = rest.origin + rest.unit * (rest.iris + reach * np.array([-1 - 1j, 1 + 1j]))
+    rows, cols = _window(_xy(corners), photo.shape)
+    if rows.stop - rows.start < 2 or cols.stop - cols.start < 2:
         return
-    rows, cols = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-    z = (cols + 1j * rows - rest.origin) / rest.unit
+    z = rest.frame_of(rows, cols)
     # Each point's height within the opening, as a share of the opening's height over its column:
     # the side points are taken at the same share, so the lids' shadows carry across.
     across = np.clip(z.real, 0.0, 1.0)
@@ -329,20 +325,30 @@ def _remove_iris(plate: np.ndarray, photo: np.ndarray, eye: _AtRest) -> None:
         x = float(np.clip(x, 0.02, 0.98))
         side_top, side_bottom = np.interp(x, *rest.upper), np.interp(x, *rest.lower)
         point = rest.origin + rest.unit * (x + 1j * (side_top + share_down * (side_bottom - side_top)))
-        ends.append((x, cv2.remap(photo, _remap_map(point), None, cv2.INTER_LINEAR)))
+        ends.append((x, cv2.remap(photo, _xy(point).astype(np.float32), None, cv2.INTER_LINEAR)))
     (left, left_colour), (right, right_colour) = ends
     t = np.clip((z.real - left) / max(right - left, 1e-9), 0.0, 1.0)[..., None]
     white = (1.0 - t) * left_colour + t * right_colour
     # Not on the opening's own edge, which is the lids' (the white is never stretched from there).
     inside = smoothstep(rest.clearance(z) * abs(rest.unit))
     share = inside * smoothstep((reach - np.abs(z - rest.iris)) / (0.15 * eye.radius))
-    window = plate[y0:y1, x0:x1]
+    window = plate[rows, cols]
     window[:] = np.round(share[..., None] * white + (1.0 - share[..., None]) * window).astype(np.uint8)
 
 
-def _remap_map(points: np.ndarray) -> np.ndarray:
-    """Image points as complex numbers to a ``cv2.remap`` map ``(h, w, 2)`` float32."""
-    return np.stack([points.real, points.imag], -1).astype(np.float32)
+def _xy(points: np.ndarray) -> np.ndarray:
+    """Image points as complex numbers to ``(..., 2)`` coordinates (x, y): an outline, or with
+    ``float32`` a ``cv2.remap`` map."""
+    return np.stack([points.real, points.imag], -1)
+
+
+def _window(points: np.ndarray, shape: tuple[int, ...], pad: int = 2) -> tuple[slice, slice]:
+    """The image window (rows, cols) round ``points`` ``(n, 2)`` with ``pad`` pixels to spare (for
+    bilinear sampling and antialiased edges), within an image of ``shape``."""
+    height, width = shape[:2]
+    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int) - pad, 0)
+    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + pad + 1, [width, height])
+    return slice(int(y0), int(y1)), slice(int(x0), int(x1))
 
 
 def _lid_map(v: np.ndarray, top: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -273,8 +273,7 @@ class MouthInterior:
                 flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REFLECT101,
             )
-            lit = cv2.multiply(mapped, cavity.gain)  # in the photo's light; saturates at 255
-            lit = self._shade(lit)
+            lit = self._shade(cv2.multiply(mapped, cavity.gain))  # in the photo's light; saturates at 255
             interior = cv2.blendLinear(lit, interior, cavity.share, 1.0 - cavity.share)
         roi = frame[paint.rows, paint.cols]
         roi[:] = cv2.blendLinear(interior, roi, paint.alpha, 1.0 - paint.alpha)
@@ -326,10 +325,10 @@ class _CornerShadows:
     ) -> _CornerShadows:
         """``lips``, ``opening``: the photo's masks of its lips and of the opening between them
         (``_lips_and_opening``)."""
-        height, width = photo.shape[:2]
-        luma = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
         if not lips.any():
             return cls(())
+        height, width = photo.shape[:2]
+        luma = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
         dark = _CORNER_DARK * float(np.median(luma[lips > 0]))
         radius = _CORNER_RADIUS * fm.interocular(landmarks)
         reach = int(np.ceil(radius)) + 4  # the disc, its dilation and Telea's neighbourhood

@@ -308,8 +308,7 @@ def _smooth_driving(log: LandmarkLog, smoothed: LandmarkLog, reference: np.ndarr
     # as tracked.
     cutoff = np.full((fm.N_LANDMARKS, 1), _POSE_CUTOFF_HZ)
     cutoff[fm.EXPRESSIVE] = _EXPRESSION_CUTOFF_HZ
-    cutoff[fm.LIDS] = _LID_CUTOFF_HZ
-    cutoff[fm.EYE_CORNERS] = _EXPRESSION_CUTOFF_HZ
+    cutoff[np.setdiff1d(fm.LIDS, fm.EYE_CORNERS)] = _LID_CUTOFF_HZ
     smooth_zero_phase(
         log, smoothed, lambda: OneEuroFilter(fps, min_cutoff=cutoff, beta=_SPEED_COEFFICIENT, d_cutoff=1.0)
     )
