@@ -24,6 +24,16 @@ def resolve_seed(seed: int) -> int:
     return secrets.randbelow(SEED_MAX + 1) if seed == -1 else seed
 
 
+def preload() -> None:
+    """Import what rendering needs (the engine, and MediaPipe with it) now instead of on the first
+    request. A worker calls it before forking its render children, so none of them pays for it; it
+    starts no threads, so forking after it stays safe."""
+    import stillmotion.engine.pipeline  # noqa: F401
+    from stillmotion.engine.mediapipe_loader import mediapipe
+
+    mediapipe()
+
+
 def render_request(
     params: AnimateParams,
     output: Path,

@@ -49,7 +49,12 @@ def background_plate(photo: np.ndarray, person: np.ndarray) -> np.ndarray:
 
 
 class PersonLayer:
-    """Renders frames of the photo warped by a mesh, composited over its background plate."""
+    """Renders frames of the photo warped by a mesh, composited over its background plate.
+
+    The person mask travels as the alpha channel of the texture the mesh warps (``texture``): one
+    four-channel remap moves the photo and its mask together, in half the time of remapping them
+    apart (OpenCV's four-channel bilinear path is vectorised; its three- and one-channel are not
+    as well)."""
 
     def __init__(self, photo: np.ndarray, person: np.ndarray, tolerance: float):
         """``person`` is the person probability per pixel; below ``tolerance`` pixels of motion the
@@ -58,19 +63,25 @@ class PersonLayer:
         self._mask = np.round(np.clip(person, 0.0, 1.0) * 255).astype(np.uint8)
         self._tolerance = float(tolerance)
 
-    def render(self, mesh: MeshWarp, vertices: np.ndarray, photo: np.ndarray) -> np.ndarray:
-        """``photo`` (the photo the layer was made from, or a frame's version of it that differs only
-        on the person) warped to ``vertices`` over the background plate."""
-        frame = photo.copy()
+    def texture(self, photo: np.ndarray) -> np.ndarray:
+        """``photo`` (RGB; the layer's photo or a version of it) with the person mask as its alpha:
+        what ``render`` warps."""
+        return cv2.insertChannel(self._mask, cv2.cvtColor(photo, cv2.COLOR_RGB2RGBA), 3)
+
+    def render(self, mesh: MeshWarp, vertices: np.ndarray, texture: np.ndarray) -> np.ndarray:
+        """``texture`` (``texture`` of the photo the layer was made from, or of a frame's version of
+        it that differs only on the person) warped to ``vertices`` over the background plate; RGB."""
+        frame = cv2.cvtColor(texture, cv2.COLOR_RGBA2RGB)
         region = mesh.moving_map(vertices)
         if region is None:
             return frame
-        maps = region.fixed_point()
-        warped = remap(photo, maps)
+        warped = remap(texture, region.fixed_point())
         # 255 where the pixel moves by nothing, 0 from ``tolerance`` on: saturating uint8 arithmetic.
         moved = cv2.convertScaleAbs(region.motion, alpha=255.0 / self._tolerance)
-        alpha = cv2.max(remap(self._mask, maps), cv2.bitwise_not(moved)).astype(np.float32)
+        alpha = cv2.max(cv2.extractChannel(warped, 3), cv2.bitwise_not(moved)).astype(np.float32)
         plate = self._plate[region.rows, region.cols]
         # blendLinear divides by the weights' sum, so 0..255 weights need no scaling.
-        frame[region.rows, region.cols] = cv2.blendLinear(warped, plate, alpha, 255.0 - alpha)
+        frame[region.rows, region.cols] = cv2.blendLinear(
+            cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), plate, alpha, 255.0 - alpha
+        )
         return frame

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stillmotion.engine.native_stderr import quiet_native_stderr
+from stillmotion.engine.mediapipe_loader import mediapipe
 
 N_LANDMARKS = 478
 
@@ -363,10 +363,8 @@ def canonical_triangles() -> np.ndarray:
     Facial Surface Geometry from Monocular Video on Mobile GPUs", 2019) over the 468 mesh points,
     derived once per process from ``FACEMESH_TESSELATION``'s edges (``triangles_from_edges``) and
     wound to be positive on a face seen from the front. The eyes and the inner mouth are holes."""
-    with quiet_native_stderr():
-        from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
-
-    triangles = triangles_from_edges(FACEMESH_TESSELATION, FACE_OVAL)
+    tesselation = mediapipe().solutions.face_mesh_connections.FACEMESH_TESSELATION
+    triangles = triangles_from_edges(tesselation, FACE_OVAL)
     if len(triangles) != CANONICAL_TRIANGLES:
         raise RuntimeError(f"the canonical tesselation gave {len(triangles)} triangles")
     triangles.flags.writeable = False  # shared by every caller

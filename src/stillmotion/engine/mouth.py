@@ -160,12 +160,13 @@ class MouthInterior:
         self._shade = _Shade.of(photo, lips, self._skin)
         self._corners = _CornerShadows.of(photo, photo_landmarks, lips, opening)
 
-    def texture(self, paint: MouthPaint | None) -> np.ndarray:
-        """The photo to warp a frame from: the photo itself, its corner wedges given way as far as
-        ``paint`` says (see the module)."""
+    def texture(self, paint: MouthPaint | None, base: np.ndarray) -> np.ndarray:
+        """The texture to warp a frame from: ``base`` (the photo as the warp samples it: its RGB,
+        and any channels after those), its corner wedges given way as far as ``paint`` says (see
+        the module)."""
         if paint is None or paint.corners <= 0.0:
-            return self._photo
-        return self._corners.blend(self._photo, paint.corners)
+            return base
+        return self._corners.blend(base, paint.corners)
 
     def apply(
         self, frame: np.ndarray, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray
@@ -349,14 +350,16 @@ class _CornerShadows:
             patches.append((slice(y0, y1), slice(x0, x1), filled))
         return cls(tuple(patches))
 
-    def blend(self, photo: np.ndarray, share: float) -> np.ndarray:
-        """A copy of ``photo`` with its wedges ``share`` (0 to 1) of the way to the inpainted fill."""
+    def blend(self, texture: np.ndarray, share: float) -> np.ndarray:
+        """A copy of ``texture`` (the photo's RGB, then any further channels, left as they are)
+        with its wedges ``share`` (0 to 1) of the way to the inpainted fill."""
         if not self.patches:
-            return photo
-        texture = photo.copy()
+            return texture
+        blended = texture.copy()
         for rows, cols, filled in self.patches:
-            texture[rows, cols] = cv2.addWeighted(photo[rows, cols], 1.0 - share, filled, share, 0.0)
-        return texture
+            rgb = np.ascontiguousarray(texture[rows, cols, :3])
+            blended[rows, cols, :3] = cv2.addWeighted(rgb, 1.0 - share, filled, share, 0.0)
+        return blended
 
 
 def _lips_and_opening(shape: tuple[int, ...], landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -379,12 +382,15 @@ def _skin_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Median RGB of the skin points (``_SKIN``), each a small patch around its landmark."""
     height, width = image.shape[:2]
     radius = max(1, round(0.02 * fm.interocular(landmarks)))
-    samples = []
-    for x, y in np.round(landmarks[_SKIN, :2]).astype(int):
-        x0, x1 = np.clip([x - radius, x + radius + 1], 0, width)
-        y0, y1 = np.clip([y - radius, y + radius + 1], 0, height)
-        if x1 > x0 and y1 > y0:
-            samples.append(image[y0:y1, x0:x1].reshape(-1, 3))
+    centres = np.round(landmarks[_SKIN, :2]).astype(int)
+    # Every patch's bounds at once: this runs on every frame, and a clip per point costs more.
+    x0, y0 = np.clip(centres - radius, 0, [width, height]).T.tolist()
+    x1, y1 = np.clip(centres + radius + 1, 0, [width, height]).T.tolist()
+    samples = [
+        image[top:bottom, left:right].reshape(-1, 3)
+        for left, top, right, bottom in zip(x0, y0, x1, y1, strict=True)
+        if right > left and bottom > top
+    ]
     if not samples:
         return np.full(3, 128.0)
     return np.median(np.concatenate(samples), axis=0).astype(np.float64)

@@ -33,6 +33,7 @@ import numpy as np
 
 from stillmotion.engine import face_model as fm
 from stillmotion.engine import media
+from stillmotion.engine.allocator import keep_freed_memory
 from stillmotion.engine.compositing import PersonLayer
 from stillmotion.engine.eyes import EyeInterior, EyePaint
 from stillmotion.engine.framing import crop_window, fit_photo, output_size
@@ -145,6 +146,8 @@ class _Photo:
     """Everything the render loop needs to know about the photo, computed once."""
 
     image: np.ndarray
+    texture: np.ndarray
+    """What the mesh warps: the image, with the person mask as its alpha when layered."""
     landmarks: np.ndarray
     rig: HeadRig
     mesh: MeshWarp
@@ -153,8 +156,8 @@ class _Photo:
     mouth: MouthInterior
 
     def render(self, vertices: np.ndarray, texture: np.ndarray) -> np.ndarray:
-        """``texture`` (the photo, or a frame's version of it) with the mesh vertices moved to
-        ``vertices``."""
+        """``texture`` (``self.texture``, or a frame's version of it) with the mesh vertices moved
+        to ``vertices``; RGB."""
         if self.layer is None:
             return self.mesh.warp(texture, vertices)
         return self.layer.render(self.mesh, vertices, texture)
@@ -176,7 +179,8 @@ def _analyse_photo(original: np.ndarray, short_side: int, quality: Quality) -> _
     layer = PersonLayer(image, person, tolerance=1.5 * scale) if quality.layered else None
     eyes = EyeInterior(image, landmarks)
     mouth = MouthInterior(image, landmarks, feather=1.5 * scale)
-    return _Photo(image, landmarks, rig, mesh, layer, eyes, mouth)
+    texture = image if layer is None else layer.texture(image)
+    return _Photo(image, texture, landmarks, rig, mesh, layer, eyes, mouth)
 
 
 def _track(
@@ -360,7 +364,7 @@ def _render(
     """One output frame: the photo warped to ``vertices``, its eyes repainted and the inner mouth
     drawn in (``eyes`` and ``mouth`` worked out on the main thread)."""
     with stages("warp"):
-        frame = subject.render(vertices, subject.mouth.texture(mouth))
+        frame = subject.render(vertices, subject.mouth.texture(mouth, subject.texture))
     with stages("eyes"):
         subject.eyes.paint(frame, eyes)
     if mouth is not None:
@@ -397,7 +401,11 @@ def animate(
     raised from it aborts the render and no output file is left behind. ``observer``, when given,
     receives a ``FrameTrace`` of every output frame. Raises ``InputError`` subclasses for inputs that
     cannot be used.
+
+    The first call tunes the process's C allocator to reuse freed frame buffers
+    (``allocator.keep_freed_memory``).
     """
+    keep_freed_memory()
     with _opencv_single_threaded():
         return _animate(photo, video, output, options, on_progress, observer)
 

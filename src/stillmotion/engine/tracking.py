@@ -7,18 +7,14 @@ video mode, which re-uses the last face's region, so one face is followed from f
 
 from __future__ import annotations
 
-import os
 from types import TracebackType
 
 import numpy as np
 
 from stillmotion.engine.face_model import N_LANDMARKS, interocular
+from stillmotion.engine.mediapipe_loader import mediapipe
 from stillmotion.engine.native_stderr import quiet_native_stderr
 from stillmotion.errors import NoFaceError
-
-# MediaPipe's native code logs through glog/absl; keep the CLI's stderr for progress and errors.
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _to_pixels(landmarks: object, width: int, height: int) -> np.ndarray:
@@ -29,9 +25,7 @@ def _to_pixels(landmarks: object, width: int, height: int) -> np.ndarray:
 
 
 def _solutions():
-    with quiet_native_stderr():
-        import mediapipe as mp
-    return mp.solutions.face_mesh
+    return mediapipe().solutions.face_mesh
 
 
 def _nearest(faces: list[np.ndarray], last: np.ndarray) -> np.ndarray:
@@ -80,10 +74,9 @@ def _mesh_faces(rgb: np.ndarray) -> list[np.ndarray]:
 def _face_crops(rgb: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     """Square crops ``(x0, y0, pixels)`` around each face the full-range detector finds, wide enough
     (twice the face box) for FaceMesh's own detector to take them as close-ups."""
+    detection = mediapipe().solutions.face_detection
     with quiet_native_stderr():
-        import mediapipe as mp
-
-        detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        detector = detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
         with detector as model:
             result = model.process(np.ascontiguousarray(rgb))
     height, width = rgb.shape[:2]

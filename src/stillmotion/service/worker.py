@@ -292,8 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.suppress(OSError):
         os.nice(config.worker_nice)
     # Import the engine once, before any fork, so each render child starts warm.
-    import stillmotion.engine.pipeline
-    import stillmotion.render  # noqa: F401
+    import stillmotion.render
+
+    stillmotion.render.preload()
 
     jobs = SqliteJobStore(config.db_path, retention_s=config.retention_s, max_attempts=config.max_attempts)
     worker = Worker(
