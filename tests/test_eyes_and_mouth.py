@@ -9,7 +9,8 @@ import pytest
 from stillmotion.engine import face_model as fm
 from stillmotion.engine import media
 from stillmotion.engine.eyes import EyeInterior
-from stillmotion.engine.mouth import MouthInterior
+from stillmotion.engine.mouth import DrivingMouth, MouthInterior
+from stillmotion.engine.mouth_log import MouthLog
 from stillmotion.engine.options import RenderOptions
 from stillmotion.engine.pipeline import FrameTrace, animate
 from stillmotion.engine.segmentation import person_mask
@@ -273,3 +274,59 @@ def test_a_wide_open_mouth_is_dark_into_its_corners_and_not_past_them(photo, dri
     # Two pixels in from each corner the mouth is open, dark (0.48 of the cheek's luma if the
     # opening is blended in short of its corners).
     assert np.mean(tips) < 0.35
+
+
+@pytest.mark.parametrize("zoom", [1.0, 4.0], ids=["as-is", "scaled-down"])
+def test_the_driving_mouth_window_holds_the_lips_at_the_pixels_it_says(portrait, zoom):
+    image, landmarks = portrait
+    frame = cv2.resize(image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
+    points = landmarks.copy()
+    points[:, :2] = (landmarks[:, :2] + 0.5) * zoom - 0.5
+    mouth = DrivingMouth.of(frame, points)
+    assert max(mouth.pixels.shape[:2]) <= 96  # a 4x mouth is kept small, not at its own size
+    window = mouth.to_window(points[fm.OUTER_LIPS, :2])
+    height, width = mouth.pixels.shape[:2]
+    assert (window >= 0).all() and (window[:, 0] < width).all() and (window[:, 1] < height).all()
+    # The mouth's centre in the window is the frame's there, lips and all.
+    centre = points[fm.INNER_LIPS, :2].mean(0)
+    x, y = np.round(mouth.to_window(centre[None])[0]).astype(int)
+    fx, fy = np.round(centre).astype(int)
+    assert np.abs(mouth.pixels[y, x].astype(int) - frame[fy, fx]).max() < 20
+
+
+def test_the_mouth_log_gives_back_each_frames_mouth_and_the_lost_ones(portrait, tmp_path):
+    image, landmarks = portrait
+    shifted = landmarks + np.array([40.0, -25.0, 0.0])
+    mouths = [DrivingMouth.of(image, landmarks), None, DrivingMouth.of(image, shifted)]
+    with MouthLog(tmp_path) as log, MouthLog(tmp_path) as later:
+        log.append(mouths[0])
+        later.append(mouths[1])
+        later.append(mouths[2])
+        log.extend(later)
+        assert log.count == 3 and log[1] is None
+        for index in (0, 2):
+            back, kept = log[index], mouths[index]
+            assert back is not None and kept is not None
+            np.testing.assert_array_equal(back.pixels, kept.pixels)
+            np.testing.assert_allclose(back.origin, kept.origin)
+            np.testing.assert_allclose(back.skin, kept.skin, atol=1e-3)
+        later.clear()
+        assert later.count == 0
+        with pytest.raises(IndexError):
+            later[0]
+
+
+def test_the_driving_video_is_decoded_once(photo, driving, tmp_path, monkeypatch):
+    decoded = []
+    real = media.iter_timed_frames
+
+    def counted(*args, **kwargs):
+        for item in real(*args, **kwargs):
+            decoded.append(item[0])
+            yield item
+
+    monkeypatch.setattr(media, "iter_timed_frames", counted)
+    report = animate(photo, driving, tmp_path / "out.mp4", RenderOptions(turbo=True))
+    # Pass 1 only, its two halves together: each frame once (the first half reads one frame past
+    # the split to find it); pass 2 renders from what pass 1 kept.
+    assert report.frames <= len(decoded) <= report.frames + 1

@@ -3,26 +3,24 @@ with the video's length (a 10-minute clip at 30 fps is about 100 MB of landmarks
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
+from stillmotion.engine.disk_log import DiskLog
 from stillmotion.engine.face_model import N_LANDMARKS
 
 _RECORD = (N_LANDMARKS, 3)
 _RECORD_BYTES = N_LANDMARKS * 3 * 4
 
 
-class LandmarkLog:
+class LandmarkLog(DiskLog):
     """Append-only log of per-frame landmarks (``None`` where the face was lost), read back in order
     or by index. Stored as float32 with NaN marking a lost face; the file goes away on close."""
 
     def __init__(self, directory: Path | None = None) -> None:
-        # Closed by close()/__exit__; the log outlives any single block of its owner.
-        self._file = tempfile.TemporaryFile(dir=directory, prefix="stillmotion-landmarks-")  # noqa: SIM115
+        super().__init__("stillmotion-landmarks-", directory)
         self.count = 0
 
     def append(self, landmarks: np.ndarray | None) -> None:
@@ -49,14 +47,3 @@ class LandmarkLog:
     def __iter__(self) -> Iterator[np.ndarray | None]:
         for index in range(self.count):
             yield self[index]
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> LandmarkLog:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -58,6 +58,10 @@ _CORNER_DARK = 0.75
 #: Opening past the photo's (gap over width) over which the corner wedges give way entirely: drawn
 #: out, they become whiskers only as the mouth opens wide.
 _CORNER_FADE = 0.25
+#: The driving mouth's window (``DrivingMouth``): the lips' box grown by this share of its longer
+#: side on every side (the cavity is sampled inside the inner lips; the rest is room for the
+#: smoothed landmarks and the blend's pad), and kept at most this many pixels on its longer side.
+_WINDOW_MARGIN, _WINDOW_MAX_SIDE = 0.25, 96
 
 
 class _MouthFrame:
@@ -117,10 +121,51 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Cavity:
-    """The driving inner mouth in one frame's window: the affine from the driving frame to the
-    window, the per-channel gain into the photo's light (a ``cv2`` scalar), and its share per pixel."""
+class DrivingMouth:
+    """What the inner mouth takes from one driving frame: the pixels round its mouth and its skin
+    colour. Pass 1 keeps one per frame as it tracks (``mouth_log``), so the video is decoded once."""
 
+    pixels: np.ndarray
+    """A window of the frame round the lips, RGB, scaled down when the mouth is large."""
+    origin: np.ndarray
+    """The window's top-left corner in frame pixels, ``(2,)``."""
+    scale: np.ndarray
+    """Window pixels per frame pixel, ``(2,)`` (x, y): 1 unless the window was scaled down."""
+    skin: np.ndarray
+    """The face's skin colour in the frame, RGB (``_skin_colour``)."""
+
+    @classmethod
+    def of(cls, frame: np.ndarray, landmarks: np.ndarray) -> DrivingMouth:
+        """The mouth of ``frame``, whose face has ``landmarks`` (frame pixels)."""
+        height, width = frame.shape[:2]
+        lips = landmarks[fm.OUTER_LIPS, :2]
+        low, high = lips.min(0), lips.max(0)
+        margin = _WINDOW_MARGIN * float((high - low).max())
+        x0, y0 = np.clip(np.floor(low - margin).astype(int), 0, [width - 1, height - 1])
+        x1, y1 = np.clip(np.ceil(high + margin).astype(int) + 1, [x0 + 1, y0 + 1], [width, height])
+        pixels = frame[y0:y1, x0:x1]
+        shrink = max(pixels.shape[:2]) / _WINDOW_MAX_SIDE
+        if shrink > 1:
+            size = (max(1, round(pixels.shape[1] / shrink)), max(1, round(pixels.shape[0] / shrink)))
+            scale = np.array(size, float) / [pixels.shape[1], pixels.shape[0]]
+            pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+        else:
+            scale = np.ones(2)
+        origin = np.array([x0, y0], float)
+        return cls(np.ascontiguousarray(pixels), origin, scale, _skin_colour(frame, landmarks))
+
+    def to_window(self, points: np.ndarray) -> np.ndarray:
+        """Frame points ``(n, 2)`` in the window's pixels."""
+        return (points - self.origin) * self.scale
+
+
+@dataclass(frozen=True)
+class Cavity:
+    """The driving inner mouth in one frame's window: the driving mouth's pixels, the affine from
+    them to the window, the per-channel gain into the photo's light (a ``cv2`` scalar), and its share
+    per pixel."""
+
+    pixels: np.ndarray
     to_window: np.ndarray
     gain: tuple[float, float, float, float]
     share: np.ndarray
@@ -130,8 +175,8 @@ class Cavity:
 class MouthPaint:
     """The inner mouth of one frame, worked out: the image window, where in the photo the layer
     hanging from the upper lip and the one standing on the lower lip come from (``cv2.remap`` maps,
-    ``(h, w, 2)`` float32), the lower layer's share, the driving cavity (affine from the driving frame,
-    per-channel gain, share) where the mouth opens, and how much of the window is drawn."""
+    ``(h, w, 2)`` float32), the lower layer's share, the driving cavity where the mouth opens (and the
+    driving face was found), and how much of the window is drawn."""
 
     rows: slice
     cols: slice
@@ -171,16 +216,19 @@ class MouthInterior:
     def apply(
         self, frame: np.ndarray, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray
     ) -> None:
-        """Draw the inner mouth into ``frame`` (in place) for the target landmarks ``target``."""
-        paint = self.prepare(target, driving, driving_lm)
+        """Draw the inner mouth into ``frame`` (in place) for the target landmarks ``target``
+        (``driving`` and ``driving_lm``: the driving frame and its landmarks)."""
+        paint = self.prepare(target, DrivingMouth.of(driving, driving_lm), driving_lm)
         if paint is not None:
-            self.paint(frame, paint, driving)
+            self.paint(frame, paint)
 
-    def prepare(self, target: np.ndarray, driving: np.ndarray, driving_lm: np.ndarray) -> MouthPaint | None:
+    def prepare(
+        self, target: np.ndarray, driving: DrivingMouth | None, driving_lm: np.ndarray
+    ) -> MouthPaint | None:
         """All the geometry of drawing the mouth for the target landmarks ``target`` (``driving``
-        and ``driving_lm``: the driving frame and its landmarks), so ``paint`` is left with remaps
-        and blends (``animate`` prepares on its main thread, as it does the eyes); ``None`` when the
-        warp alone shows the photo's own mouth."""
+        and ``driving_lm``: the driving frame's mouth, ``None`` where its face was lost, and its
+        landmarks), so ``paint`` is left with remaps and blends (``animate`` prepares on its main
+        thread, as it does the eyes); ``None`` when the warp alone shows the photo's own mouth."""
         polygon = target[fm.INNER_LIPS, :2]
         pad = int(np.ceil(2 * self._feather)) + 2
         height, width = self._photo.shape[:2]
@@ -227,9 +275,10 @@ class MouthInterior:
             between = np.minimum(from_top, from_bottom) - cover - strip
             share = np.clip(gap / (4 * self._min_gap), 0.0, 1.0) * np.clip(0.5 + between / scale, 0.0, 1.0)
             share = cv2.GaussianBlur(share.astype(np.float32), (0, 0), self._feather / 2)
-            to_window = _affine(driving_lm[fm.INNER_LIPS, :2], polygon - [x0, y0])
-            gain = np.clip(self._skin / np.maximum(_skin_colour(driving, driving_lm), 1.0), *_GAIN_RANGE)
-            cavity = Cavity(to_window, (*(float(g) for g in gain), 0.0), share)
+            if driving is not None:  # where the driving face was lost, the strips fill the opening
+                to_window = _affine(driving.to_window(driving_lm[fm.INNER_LIPS, :2]), polygon - [x0, y0])
+                gain = np.clip(self._skin / np.maximum(driving.skin, 1.0), *_GAIN_RANGE)
+                cavity = Cavity(driving.pixels, to_window, (*(float(g) for g in gain), 0.0), share)
             corners = float(np.clip((opening - self._opening) / _CORNER_FADE, 0.0, 1.0))
         if closing:
             # The lips drawn on both sides of their edges are the lips: the blend may spill onto
@@ -259,7 +308,7 @@ class MouthInterior:
             corners,
         )
 
-    def paint(self, frame: np.ndarray, paint: MouthPaint, driving: np.ndarray) -> None:
+    def paint(self, frame: np.ndarray, paint: MouthPaint) -> None:
         """Draw the mouth into ``frame`` (in place) as ``prepare`` worked out; OpenCV calls only, which
         release the GIL (the render threads run side by side)."""
         upper = cv2.remap(self._photo, paint.upper, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
@@ -268,7 +317,7 @@ class MouthInterior:
         cavity = paint.cavity
         if cavity is not None:
             mapped = cv2.warpAffine(
-                driving,
+                cavity.pixels,
                 cavity.to_window,
                 interior.shape[1::-1],
                 flags=cv2.INTER_LINEAR,

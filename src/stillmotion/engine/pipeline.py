@@ -1,14 +1,15 @@
 """``animate``: a photo and a driving video in, an MP4 out.
 
-Two streaming passes over the driving video, so memory stays flat whatever its length:
+Two streaming passes, so memory stays flat whatever the driving video's length; it is decoded once:
 
-1. **Track** every driving frame (FaceMesh) into an on-disk landmark log and per-frame features;
+1. **Track** every driving frame (FaceMesh) into an on-disk landmark log, its mouth (the pixels the
+   inner mouth is drawn from, and its skin colour) into an on-disk mouth log, and its features;
    then choose the most neutral frame as the motion reference, bridge the frames where the face was
    lost, and smooth the whole log forward and backward in time into a second log (no lag).
-2. **Render** each output frame: the smoothed driving landmarks at that instant (interpolated for
-   another frame rate) are retargeted onto the photo's landmarks, the photo is warped through the
-   mesh, its eyes are repainted, the inner mouth is added, and the frame is encoded — with the
-   driving audio muxed in by the writer.
+2. **Render** each output frame from the logs: the smoothed driving landmarks at that instant
+   (interpolated for another frame rate) are retargeted onto the photo's landmarks, the photo is
+   warped through the mesh, its eyes are repainted, the inner mouth is added, and the frame is
+   encoded — with the driving audio muxed in by the writer.
 
 Everything about the photo (its fit to the output size, landmarks, mesh, warp tables, skin colour,
 its eyes' lids) is computed once before the render loop.
@@ -47,7 +48,8 @@ from stillmotion.engine.motion import (
     resample_positions,
     smooth_zero_phase,
 )
-from stillmotion.engine.mouth import MouthInterior, MouthPaint
+from stillmotion.engine.mouth import DrivingMouth, MouthInterior, MouthPaint
+from stillmotion.engine.mouth_log import MouthLog
 from stillmotion.engine.options import RenderOptions, RenderReport
 from stillmotion.engine.segmentation import person_mask
 from stillmotion.engine.tracking import FaceTracker, count_faces, detect_photo_face
@@ -184,9 +186,15 @@ def _analyse_photo(original: np.ndarray, short_side: int, quality: Quality) -> _
 
 
 def _track(
-    video: Path, duration: float, quality: Quality, log: LandmarkLog, on_frame: Callable[[], None]
+    video: Path,
+    duration: float,
+    quality: Quality,
+    log: LandmarkLog,
+    mouths: MouthLog,
+    on_frame: Callable[[], None],
 ) -> list[FaceFeatures | None]:
-    """Pass 1: landmarks of every driving frame into ``log``; returns each frame's features.
+    """Pass 1: landmarks of every driving frame into ``log`` and its mouth into ``mouths`` (all
+    pass 2 needs of the frame: the video is decoded once); returns each frame's features.
 
     FaceMesh releases the GIL, so a clip long enough is tracked as two halves on two threads. The
     second half's decoder seeks to the middle; the halves are split at the presentation time of the
@@ -194,11 +202,11 @@ def _track(
     2's). A stream without timestamps is tracked whole on one thread.
     """
     if duration < _PARALLEL_TRACKING_SECONDS:
-        return _track_span(media.iter_timed_frames(video), quality, log, on_frame)
+        return _track_span(media.iter_timed_frames(video), quality, log, mouths, on_frame)
     middle = duration / 2
     boundary: Future[float | None] = Future()
 
-    def second_half(second_log: LandmarkLog) -> list[FaceFeatures | None]:
+    def second_half(second_log: LandmarkLog, second_mouths: MouthLog) -> list[FaceFeatures | None]:
         def frames() -> Iterator[tuple[float | None, np.ndarray]]:
             try:
                 for item in media.iter_timed_frames(video, start=middle):
@@ -209,7 +217,7 @@ def _track(
                 if not boundary.done():
                     boundary.set_result(None)  # nothing from there on: the first half takes it all
 
-        return _track_span(frames(), quality, second_log, on_frame)
+        return _track_span(frames(), quality, second_log, second_mouths, on_frame)
 
     def first_half() -> Iterator[tuple[float | None, np.ndarray]]:
         for shown, frame in media.iter_timed_frames(video):
@@ -219,10 +227,14 @@ def _track(
                     return
             yield shown, frame
 
-    with LandmarkLog() as second_log, ThreadPoolExecutor(1, thread_name_prefix="stillmotion-track") as pool:
-        later = pool.submit(second_half, second_log)
+    with (
+        LandmarkLog() as second_log,
+        MouthLog() as second_mouths,
+        ThreadPoolExecutor(1, thread_name_prefix="stillmotion-track") as pool,
+    ):
+        later = pool.submit(second_half, second_log, second_mouths)
         try:
-            features = _track_span(first_half(), quality, log, on_frame)
+            features = _track_span(first_half(), quality, log, mouths, on_frame)
         finally:
             if not boundary.done():
                 boundary.set_result(None)
@@ -233,11 +245,18 @@ def _track(
             split = boundary.result()
             assert split is not None  # the second half has a face, so it yielded frames
             second_log.count = 0
+            second_mouths.clear()
             later_features = _track_span(
-                media.iter_timed_frames(video, start=split), quality, second_log, lambda: None, follow=before
+                media.iter_timed_frames(video, start=split),
+                quality,
+                second_log,
+                second_mouths,
+                lambda: None,
+                follow=before,
             )
         for landmarks in second_log:
             log.append(landmarks)
+        mouths.extend(second_mouths)
     return features + later_features
 
 
@@ -259,11 +278,12 @@ def _track_span(
     frames: Iterator[tuple[float | None, np.ndarray]],
     quality: Quality,
     log: LandmarkLog,
+    mouths: MouthLog,
     on_frame: Callable[[], None],
     follow: np.ndarray | None = None,
 ) -> list[FaceFeatures | None]:
-    """Track consecutive frames with one FaceMesh, appending to ``log``; ``follow`` is the face to
-    keep following, when an earlier span found one."""
+    """Track consecutive frames with one FaceMesh, appending to ``log`` and ``mouths``; ``follow``
+    is the face to keep following, when an earlier span found one."""
     features: list[FaceFeatures | None] = []
     pending: list[int] = []  # untracked frames (turbo) waiting for the next tracked one
     previous: np.ndarray | None = None
@@ -276,11 +296,14 @@ def _track_span(
             if index % quality.track_every and index > 0:
                 pending.append(log.count)
                 log.append(None)
+                # Its landmarks are interpolated later; its mouth is placed by the last ones tracked.
+                mouths.append(None if previous is None else DrivingMouth.of(frame, previous))
                 features.append(None)
                 on_frame()
                 continue
             landmarks = tracker.track(frame)
             log.append(landmarks)
+            mouths.append(None if landmarks is None else DrivingMouth.of(frame, landmarks))
             features.append(FaceFeatures.of(landmarks) if landmarks is not None else None)
             if pending and previous is not None and landmarks is not None:
                 _fill_between(log, pending, previous, landmarks)
@@ -320,37 +343,27 @@ def _smooth_driving(log: LandmarkLog, smoothed: LandmarkLog, reference: np.ndarr
 
 
 class _DrivingStream:
-    """Pass 2's view of the driving video: its frames, with the smoothed landmarks
-    (``_smooth_driving``), read in order and looked up at fractional positions on the timeline."""
+    """Pass 2's view of the driving video, from what pass 1 kept: the smoothed landmarks
+    (``_smooth_driving``) looked up at fractional positions on the timeline, and each frame's mouth."""
 
-    def __init__(self, video: Path, motion: LandmarkLog, unit: float):
-        self._frames = media.iter_frames(video)
+    def __init__(self, motion: LandmarkLog, mouths: MouthLog, unit: float):
         self._motion = motion
+        self._mouths = mouths
         self._unit = unit
-        self._index = -1
-        self._window: list[tuple[np.ndarray, np.ndarray]] = []  # (frame, landmarks) for index, index+1
 
-    def _advance(self) -> None:
-        self._index += 1
-        frame = next(self._frames, None)
-        if frame is None:  # the decoder gave fewer frames than the tracker saw: hold the last
-            frame = self._window[-1][0]
-        landmarks = self._motion[min(self._index, self._motion.count - 1)]
+    def _landmarks(self, index: int) -> np.ndarray:
+        landmarks = self._motion[index]
         assert landmarks is not None  # smoothing leaves no gaps
-        self._window = [*self._window[-1:], (frame, landmarks * self._unit)]
+        return landmarks * self._unit
 
-    def at(self, position: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(landmarks at ``position``, nearest frame, that frame's landmarks)."""
+    def at(self, position: float) -> tuple[np.ndarray, DrivingMouth | None, np.ndarray]:
+        """(landmarks at ``position``, the nearest frame's mouth, that frame's landmarks)."""
         first = int(position)
         last = min(first + 1, self._motion.count - 1)
-        while self._index < last:
-            self._advance()
-        (frame0, lm0), (frame1, lm1) = (
-            (self._window[0], self._window[-1]) if last > first else (self._window[-1], self._window[-1])
-        )
         t = position - first
-        landmarks = (1 - t) * lm0 + t * lm1
-        return (landmarks, frame1, lm1) if t >= 0.5 else (landmarks, frame0, lm0)
+        before, after = self._landmarks(first), self._landmarks(last)
+        nearest, landmarks = (last, after) if t >= 0.5 else (first, before)
+        return (1 - t) * before + t * after, self._mouths[min(nearest, self._mouths.count - 1)], landmarks
 
 
 def _render(
@@ -358,7 +371,6 @@ def _render(
     vertices: np.ndarray,
     eyes: list[EyePaint],
     mouth: MouthPaint | None,
-    driving_frame: np.ndarray,
     stages: _Stages,
 ) -> np.ndarray:
     """One output frame: the photo warped to ``vertices``, its eyes repainted and the inner mouth
@@ -369,7 +381,7 @@ def _render(
         subject.eyes.paint(frame, eyes)
     if mouth is not None:
         with stages("mouth"):
-            subject.mouth.paint(frame, mouth, driving_frame)
+            subject.mouth.paint(frame, mouth)
     return frame
 
 
@@ -447,9 +459,9 @@ def _animate(
             if on_progress is not None:
                 on_progress(done, max(total, done))
 
-    with pool, LandmarkLog() as log, LandmarkLog() as motion:
+    with pool, LandmarkLog() as log, LandmarkLog() as motion, MouthLog() as mouths:
         with stages("track"):
-            features = _track(video, info.duration, quality, log, tick)
+            features = _track(video, info.duration, quality, log, mouths, tick)
         subject, stages.seconds["analyse_photo"] = analysis.result()
         height, width = subject.image.shape[:2]
         if log.count == 0:
@@ -474,7 +486,7 @@ def _animate(
         smoothed_reference = motion[reference_index]
         assert smoothed_reference is not None
         retarget = Retargeter(subject.landmarks, smoothed_reference * unit)
-        driving = _DrivingStream(video, motion, unit)
+        driving = _DrivingStream(motion, mouths, unit)
         audio_source = video if options.audio and info.has_audio else None
         with media.VideoWriter(
             output,
@@ -493,14 +505,12 @@ def _animate(
             with ThreadPoolExecutor(_RENDER_THREADS, thread_name_prefix="stillmotion-render") as renderers:
                 for index, position in enumerate(positions):
                     with stages("drive"):
-                        target_lm, driving_frame, driving_lm = driving.at(float(position))
+                        target_lm, driving_mouth, driving_lm = driving.at(float(position))
                         target = retarget.target(target_lm)
                         vertices = subject.rig.vertices(target)
                         eyes = subject.eyes.prepare(target)
-                        mouth = subject.mouth.prepare(target, driving_frame, driving_lm)
-                    pending.append(
-                        renderers.submit(_render, subject, vertices, eyes, mouth, driving_frame, stages)
-                    )
+                        mouth = subject.mouth.prepare(target, driving_mouth, driving_lm)
+                    pending.append(renderers.submit(_render, subject, vertices, eyes, mouth, stages))
                     if observer is not None:
                         observer(
                             FrameTrace(index, target, target_lm, vertices, subject.landmarks, subject.mesh)
