@@ -329,8 +329,9 @@ def _remove_iris(plate: np.ndarray, photo: np.ndarray, eye: _AtRest) -> None:
     (left, left_colour), (right, right_colour) = ends
     t = np.clip((z.real - left) / max(right - left, 1e-9), 0.0, 1.0)[..., None]
     white = (1.0 - t) * left_colour + t * right_colour
-    # Not on the opening's own edge, which is the lids' (the white is never stretched from there).
-    inside = smoothstep(rest.clearance(z) * abs(rest.unit))
+    # Not on the opening's own edge, which is the lids' (the white is never stretched from there):
+    # the clearance (``_Lids.clearance``) from the lids already found over each column.
+    inside = smoothstep(np.minimum(z.imag - top, bottom - z.imag) * abs(rest.unit))
     share = inside * smoothstep((reach - np.abs(z - rest.iris)) / (0.15 * eye.radius))
     window = plate[rows, cols]
     window[:] = np.round(share[..., None] * white + (1.0 - share[..., None]) * window).astype(np.uint8)

@@ -16,8 +16,8 @@ _RECORD_BYTES = N_LANDMARKS * 3 * 4
 
 
 class LandmarkLog(DiskLog):
-    """Append-only log of per-frame landmarks (``None`` where the face was lost), read back in order
-    or by index. Stored as float32 with NaN marking a lost face; the file goes away on close."""
+    """Per-frame landmarks (``None`` where the face was lost), read back in order or by index, and
+    rewritten by index. Stored as float32 with NaN marking a lost face."""
 
     def __init__(self, directory: Path | None = None) -> None:
         super().__init__("stillmotion-landmarks-", directory)
@@ -26,6 +26,9 @@ class LandmarkLog(DiskLog):
     def append(self, landmarks: np.ndarray | None) -> None:
         self.count += 1
         self[self.count - 1] = landmarks
+
+    def clear(self) -> None:
+        self.count = 0
 
     def __setitem__(self, index: int, landmarks: np.ndarray | None) -> None:
         if not 0 <= index < self.count:

@@ -22,8 +22,7 @@ _HEADER_BYTES = _HEADER * 4
 
 
 class MouthLog(DiskLog):
-    """Append-only log of per-frame driving mouths (``None`` where the face was lost), read back by
-    index. The file goes away on close."""
+    """Per-frame driving mouths (``None`` where the face was lost), read back by index."""
 
     def __init__(self, directory: Path | None = None) -> None:
         super().__init__("stillmotion-mouths-", directory)
@@ -46,13 +45,7 @@ class MouthLog(DiskLog):
         self._offsets.append(self._end)
         self._end += _HEADER_BYTES + height * width * 3
 
-    def extend(self, other: MouthLog) -> None:
-        """Append every record of ``other``, in order."""
-        for index in range(other.count):
-            self.append(other[index])
-
     def clear(self) -> None:
-        """Forget every record (the file's space is reused)."""
         self._offsets.clear()
         self._end = 0
 

@@ -244,7 +244,7 @@ def _track(
             # The fresh tracker of the second half found someone else: follow the first half's face.
             split = boundary.result()
             assert split is not None  # the second half has a face, so it yielded frames
-            second_log.count = 0
+            second_log.clear()
             second_mouths.clear()
             later_features = _track_span(
                 media.iter_timed_frames(video, start=split),
@@ -254,8 +254,7 @@ def _track(
                 lambda: None,
                 follow=before,
             )
-        for landmarks in second_log:
-            log.append(landmarks)
+        log.extend(second_log)
         mouths.extend(second_mouths)
     return features + later_features
 
@@ -363,7 +362,7 @@ class _DrivingStream:
         t = position - first
         before, after = self._landmarks(first), self._landmarks(last)
         nearest, landmarks = (last, after) if t >= 0.5 else (first, before)
-        return (1 - t) * before + t * after, self._mouths[min(nearest, self._mouths.count - 1)], landmarks
+        return (1 - t) * before + t * after, self._mouths[nearest], landmarks
 
 
 def _render(
