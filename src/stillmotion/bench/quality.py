@@ -41,6 +41,7 @@ import numpy as np
 from stillmotion.bench import metrics
 from stillmotion.engine import face_model as fm
 from stillmotion.engine import media
+from stillmotion.engine.eyes import EyeInterior
 from stillmotion.engine.framing import fit_photo
 from stillmotion.engine.motion import FaceFeatures, choose_reference
 from stillmotion.engine.options import RenderOptions, RenderReport
@@ -365,6 +366,62 @@ def _instrument_floor(
     return _summary(errors)
 
 
+#: How far (eye widths) the gaze readback moves the irises, each way: about the sample's largest
+#: vertical glance (the engine's targets span 0.095).
+_READBACK_SHIFT = 0.08
+#: Frames of each drawn gaze the detector reads, the last one counted (tracking mode settles).
+_READBACK_FRAMES = 3
+
+
+def _gaze_readback(
+    photo: np.ndarray, landmarks: np.ndarray, encoded_as: tuple[Path, Fraction]
+) -> dict[str, float]:
+    """How much of a gaze drawn on the still photo FaceMesh reads back: the instrument's
+    sensitivity to gaze, as ``_instrument_floor`` is its floor for landmarks. The engine's own eye
+    repaint (``EyeInterior``) moves both irises ``_READBACK_SHIFT`` eye widths each way, one axis at
+    a time, lids and face at rest; each drawing goes through the output's encoder and is read as
+    the output is. ``horizontal`` and ``vertical`` are the gaze read over the gaze drawn (1: all of
+    it). ``eye_contour_follows_iris`` is how far the eye's outline, read in the same frames, moves
+    down with an iris drawn lower, over how far the iris is read to move (0: the lids stay put, as
+    they were drawn): FaceMesh places the whole eye by its iris, and the gaze it reads (the iris
+    between the eye's corners) is what is left of the iris's motion once the corners have followed.
+    """
+    eyes = EyeInterior(photo, landmarks)
+    shifts = (_READBACK_SHIFT, -_READBACK_SHIFT, 1j * _READBACK_SHIFT, -1j * _READBACK_SHIFT)
+    drawn = [fm.with_gaze_moved(landmarks, shift) for shift in shifts]
+
+    def drawings() -> Iterator[np.ndarray]:
+        for target in drawn:
+            frame = photo.copy()
+            eyes.apply(frame, target)
+            yield from itertools.repeat(frame, _READBACK_FRAMES)
+
+    with FaceTracker() as tracker:
+        readings = [tracker.track(frame) for frame in _through_the_encoder(drawings(), *encoded_as)]
+    read = readings[_READBACK_FRAMES - 1 :: _READBACK_FRAMES]
+    if any(reading is None for reading in read):
+        raise ValueError("FaceMesh loses the photo's face once its irises are moved")
+    found = cast(list[np.ndarray], read)
+    gaze_drawn = [complex(*fm.gaze(target)) for target in drawn]
+    gaze_read = [complex(*fm.gaze(reading)) for reading in found]
+    horizontal = (gaze_read[0] - gaze_read[1]).real / (gaze_drawn[0] - gaze_drawn[1]).real
+    vertical = (gaze_read[2] - gaze_read[3]).imag / (gaze_drawn[2] - gaze_drawn[3]).imag
+    # The eyes' outlines and irises read lower and higher, in the photo's own eye frames (down the
+    # face is +imag there, in eye widths).
+    outline_down, iris_down = [], []
+    for (iris, corners), outline in zip(fm.GAZE_EYES, (fm.RIGHT_EYE, fm.LEFT_EYE), strict=True):
+        _, origin, unit = fm.eye_frame(landmarks[list(corners), :2])
+        lower, higher = (((found[k][:, 0] + 1j * found[k][:, 1]) - origin) / unit for k in (2, 3))
+        outline_down.append(float((lower[outline] - higher[outline]).imag.mean()))
+        iris_down.append(float((lower[iris] - higher[iris]).imag))
+    return {
+        "shift_eye_widths": _READBACK_SHIFT,
+        "horizontal": horizontal,
+        "vertical": vertical,
+        "eye_contour_follows_iris": float(np.mean(outline_down) / np.mean(iris_down)),
+    }
+
+
 def _showcase_frames(series: dict[str, np.ndarray], reference: int) -> dict[str, int]:
     """Driving frames worth looking at: the widest mouth, the most closed eyes, and the largest head
     rotation away from the engine's reference frame (the rotation the engine has to transfer)."""
@@ -465,6 +522,7 @@ def _cross_reenactment(
                 fitted, traces.photo_landmarks, traces.targets, offset, (work / "rigid.mp4", report.fps)
             ),
         },
+        "gaze_readback": _gaze_readback(fitted, traces.photo_landmarks, (work / "gaze.mp4", report.fps)),
         "background_change": {
             **_summary(changes),
             "background_share": float(background.mean()),

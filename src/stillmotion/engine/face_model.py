@@ -240,17 +240,28 @@ def eye_frame(points: np.ndarray) -> tuple[np.ndarray, complex, complex]:
     return (z - left) / (right - left), left, right - left
 
 
+#: Each eye's iris centre and its corners, the image-left corner first: the frame gaze is read in.
+GAZE_EYES = ((RIGHT_IRIS, RIGHT_EYE_CORNERS), (LEFT_IRIS, LEFT_EYE_CORNERS[::-1]))
+
+
 def gaze(lm: np.ndarray) -> tuple[float, float]:
     """Iris position within the eyes, averaged over both: (horizontal, vertical), each about -0.5..0.5
     of the eye's width from the eye's centre, toward the image's right and down the face. Measured
     in each eye's own frame (``eye_frame``, its image-left corner first), so head roll does not leak
     in and the two eyes' axes point the same way."""
-    centres = [
-        complex(eye_frame(lm[[left, right, iris], :2])[0][2]) - 0.5
-        for iris, (left, right) in ((RIGHT_IRIS, RIGHT_EYE_CORNERS), (LEFT_IRIS, LEFT_EYE_CORNERS[::-1]))
-    ]
+    centres = [complex(eye_frame(lm[[*corners, iris], :2])[0][2]) - 0.5 for iris, corners in GAZE_EYES]
     centre = complex(np.mean(centres))
     return (centre.real, centre.imag)
+
+
+def with_gaze_moved(lm: np.ndarray, shift: complex) -> np.ndarray:
+    """``lm`` with both irises (centre and rim) moved by ``shift`` eye widths in each eye's frame
+    (real: toward the image's right, imaginary: down the face), so ``gaze`` reads ``shift`` more."""
+    moved = lm.copy()
+    for iris, (left, right) in GAZE_EYES:
+        step = shift * complex(*(lm[right, :2] - lm[left, :2]))
+        moved[iris : iris + 5, :2] += (step.real, step.imag)
+    return moved
 
 
 # --------------------------------------------------------------------------------------------------
