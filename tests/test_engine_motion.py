@@ -1,4 +1,4 @@
-"""Motion from driving landmarks to targets: lag-free smoothing, soft limits, lid travel."""
+"""Motion from driving landmarks to targets: lag-free smoothing, soft limits, head and lid travel."""
 
 from __future__ import annotations
 
@@ -92,6 +92,22 @@ def landmarks() -> np.ndarray:
     height, width = original.shape[:2]
     size = output_size(width, height, 720)
     return detect_photo_face(fit_photo(original, size, (0, 0, width, height)))
+
+
+def test_a_talking_heads_travel_is_followed_exactly_and_a_drift_is_eased(landmarks):
+    """The sample's head travels up to 0.8 inter-ocular distances while he talks: that much, in any
+    direction, moves the photo's head by as much of its own face; twice the limit's worth of drift
+    leaves it inside the limit."""
+    face = fm.interocular(landmarks)
+    retarget = Retargeter(landmarks, landmarks)
+    rest = retarget.target(landmarks)[fm.RIGID, :2].mean(0)
+    for travel, angle in ((0.8, 0.0), (0.8, 2.0), (2 * Retargeter.MAX_SHIFT, 1.0)):
+        step = travel * face * np.array([math.cos(angle), math.sin(angle), 0.0])
+        moved = retarget.target(landmarks + step)[fm.RIGID, :2].mean(0) - rest
+        if travel < 1.0:
+            np.testing.assert_allclose(moved, step[:2], atol=1e-6 * face)
+        else:
+            assert 0.84 * face < np.linalg.norm(moved) < Retargeter.MAX_SHIFT * face
 
 
 def _shut(face: np.ndarray) -> np.ndarray:
