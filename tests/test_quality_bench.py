@@ -165,16 +165,22 @@ def test_gaze_is_not_measured_while_an_eye_closes(portrait) -> None:
     assert np.isfinite(series["eye_right"][2])  # the blink itself is measured
 
 
+def _rolled(face: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """``face`` turned in the image plane by ``degrees`` about its centre (put at (360, 360)), and
+    the 2x2 rotation that turned it."""
+    angle = math.radians(degrees)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    rolled = face.copy()
+    rolled[:, :2] = (face[:, :2] - face[:, :2].mean(0)) @ rotation.T + 360.0
+    return rolled, rotation
+
+
 @pytest.mark.parametrize("roll_degrees", [0.0, 25.0])
 def test_gaze_reads_both_irises_glancing_the_same_way_as_that_way(portrait, roll_degrees: float) -> None:
     """Both irises moved down the face (or toward the image's right) by 0.1 of the eyes' width read
     as a gaze of +0.1 down (or right), whatever the head's roll: neither eye's reading cancels the
     other's."""
-    _, face = portrait
-    angle = math.radians(roll_degrees)
-    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    face = face.copy()
-    face[:, :2] = (face[:, :2] - face[:, :2].mean(0)) @ rotation.T + 360.0
+    face, rotation = _rolled(portrait[1], roll_degrees)
     eye_width = float(np.linalg.norm(face[fm.RIGHT_EYE_CORNERS[0], :2] - face[fm.RIGHT_EYE_CORNERS[1], :2]))
     right, down = rotation @ [1.0, 0.0], rotation @ [0.0, 1.0]  # the face's own axes in the image
     at_rest = np.array(fm.gaze(face))
@@ -356,11 +362,7 @@ def test_the_instrument_floor_is_zero_for_the_unmoved_photo_and_grows_with_motio
 
 @pytest.mark.parametrize("roll_degrees", [0.0, 25.0])
 def test_a_gaze_moved_in_the_eyes_frames_reads_as_that_gaze(portrait, roll_degrees: float) -> None:
-    _, face = portrait
-    angle = math.radians(roll_degrees)
-    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    face = face.copy()
-    face[:, :2] = (face[:, :2] - face[:, :2].mean(0)) @ rotation.T + 360.0
+    face, _ = _rolled(portrait[1], roll_degrees)
     moved = fm.with_gaze_moved(face, 0.05 - 0.08j)
     assert np.array(fm.gaze(moved)) - fm.gaze(face) == pytest.approx((0.05, -0.08), abs=1e-9)
     others = np.setdiff1d(np.arange(fm.N_LANDMARKS), fm.IRISES)

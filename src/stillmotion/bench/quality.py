@@ -388,12 +388,11 @@ def _gaze_readback(
     """
     eyes = EyeInterior(photo, landmarks)
     shifts = (_READBACK_SHIFT, -_READBACK_SHIFT, 1j * _READBACK_SHIFT, -1j * _READBACK_SHIFT)
-    drawn = [fm.with_gaze_moved(landmarks, shift) for shift in shifts]
 
     def drawings() -> Iterator[np.ndarray]:
-        for target in drawn:
+        for shift in shifts:
             frame = photo.copy()
-            eyes.apply(frame, target)
+            eyes.apply(frame, fm.with_gaze_moved(landmarks, shift))
             yield from itertools.repeat(frame, _READBACK_FRAMES)
 
     with FaceTracker() as tracker:
@@ -402,10 +401,10 @@ def _gaze_readback(
     if any(reading is None for reading in read):
         raise ValueError("FaceMesh loses the photo's face once its irises are moved")
     found = cast(list[np.ndarray], read)
-    gaze_drawn = [complex(*fm.gaze(target)) for target in drawn]
+    # ``with_gaze_moved`` moves the gaze exactly: each pair of drawings lies 2 shifts apart.
     gaze_read = [complex(*fm.gaze(reading)) for reading in found]
-    horizontal = (gaze_read[0] - gaze_read[1]).real / (gaze_drawn[0] - gaze_drawn[1]).real
-    vertical = (gaze_read[2] - gaze_read[3]).imag / (gaze_drawn[2] - gaze_drawn[3]).imag
+    horizontal = (gaze_read[0] - gaze_read[1]).real / (2 * _READBACK_SHIFT)
+    vertical = (gaze_read[2] - gaze_read[3]).imag / (2 * _READBACK_SHIFT)
     # The eyes' outlines and irises read lower and higher, in the photo's own eye frames (down the
     # face is +imag there, in eye widths).
     outline_down, iris_down = [], []

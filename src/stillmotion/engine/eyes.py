@@ -127,7 +127,7 @@ class _Eye:
     def __init__(self, upper: np.ndarray, lower: np.ndarray, iris: int):
         #: The opening going round: the upper lid left to right, the lower lid back.
         self.contour = np.concatenate([upper, lower[-2:0:-1]])
-        self._ids = np.concatenate([upper[[0, -1]], upper, lower, iris + np.arange(5)])
+        self._ids = np.concatenate([upper[[0, -1]], upper, lower, iris + np.arange(fm.IRIS_POINTS)])
         self._split = np.cumsum([len(upper), len(lower), 1])
 
     def lids(self, landmarks: np.ndarray) -> _Lids:

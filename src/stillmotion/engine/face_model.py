@@ -115,6 +115,8 @@ LEFT_EYE_CORNERS = (263, 362)
 #: All four eye corners.
 EYE_CORNERS = np.array([*RIGHT_EYE_CORNERS, *LEFT_EYE_CORNERS])
 RIGHT_IRIS, LEFT_IRIS = 468, 473  # iris centres; the 4 points after each are on the iris rim
+#: Points of one iris from its centre: the centre and its rim.
+IRIS_POINTS = 5
 
 FOREHEAD, CHIN, RIGHT_TEMPLE, LEFT_TEMPLE = 10, 152, 234, 454
 #: The base of the nose (subnasale), above the upper lip's middle.
@@ -260,7 +262,7 @@ def with_gaze_moved(lm: np.ndarray, shift: complex) -> np.ndarray:
     moved = lm.copy()
     for iris, (left, right) in GAZE_EYES:
         step = shift * complex(*(lm[right, :2] - lm[left, :2]))
-        moved[iris : iris + 5, :2] += (step.real, step.imag)
+        moved[iris : iris + IRIS_POINTS, :2] += (step.real, step.imag)
     return moved
 
 
