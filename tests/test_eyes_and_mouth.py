@@ -241,6 +241,21 @@ def test_the_mouths_shadows_take_the_lips_hue_not_the_driving_cameras_cast(portr
     assert (shadow @ [0.299, 0.587, 0.114]).mean() < 35  # and as dark as it was (luma 27)
 
 
+def test_the_opened_mouth_is_drawn_up_to_its_inner_lips(portrait):
+    """What the mouth draws covers the opening up to the target inner lips: a pixel and a half
+    inside them it is all but fully drawn (a wide inward feather left the warp's stretched lips
+    showing there, the lips thicker and the mouth less open, and FaceMesh read the inner lips short)."""
+    image, landmarks = portrait
+    target = _open_mouth(landmarks)
+    paint = MouthInterior(image, landmarks, feather=1.5).prepare(
+        target, DrivingMouth.of(image, landmarks), landmarks
+    )
+    assert paint is not None
+    for edge, inward in ((fm.UPPER_INNER_LIP_MID, 1.5), (fm.LOWER_INNER_LIP_MID, -1.5)):
+        x, y = np.round(target[edge, :2] + [0, inward]).astype(int)
+        assert paint.alpha[y - paint.rows.start, x - paint.cols.start] > 0.9
+
+
 def test_a_wide_open_mouth_is_dark_into_its_corners_and_not_past_them(photo, driving, tmp_path):
     # The sample smiles: its lips meet at each corner in a dark wedge (the inside of the mouth),
     # which the warp would draw out along the opened lips into whiskers on the skin.

@@ -58,6 +58,8 @@ _CORNER_DARK = 0.75
 #: Opening past the photo's (gap over width) over which the corner wedges give way entirely: drawn
 #: out, they become whiskers only as the mouth opens wide.
 _CORNER_FADE = 0.25
+#: Width (in feathers) of the soft edge where the opened mouth's interior meets the inner lips.
+_EDGE_SOFTNESS = 0.5
 #: The driving mouth's window (``DrivingMouth``): the lips' box grown by this share of its longer
 #: side on every side (the cavity is sampled inside the inner lips; the rest is room for the
 #: smoothed landmarks and the blend's pad), and kept at most this many pixels on its longer side.
@@ -286,11 +288,14 @@ class MouthInterior:
             grown = cv2.dilate(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather)))
             alpha = cv2.GaussianBlur(grown, (0, 0), self._feather / 2).astype(np.float32) / 255.0
         else:
-            # Feather inward only, so the blend never spills onto the lips.
-            shrunk = cv2.erode(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather / 2)))
-            alpha = cv2.GaussianBlur(shrunk, (0, 0), self._feather).astype(np.float32) / 255.0
+            # Feather inward only, so the blend never spills onto the lips, and over about a pixel:
+            # the cavity starts at the inner lip. A wider inward feather (it was eroded a pixel and
+            # blurred over 1.5) leaves the warp's stretched lip showing inside the opening, and the
+            # lips look thicker, the mouth less open (FaceMesh, too, read the inner lips short).
+            softness = _EDGE_SOFTNESS * self._feather
+            alpha = cv2.GaussianBlur(inside, (0, 0), softness).astype(np.float32) / 255.0
             alpha = np.minimum(alpha, inside.astype(np.float32) / 255.0)
-            # Eroded, the opening's tips (thinner than the feather) would vanish and the drawn
+            # Blurred, the opening's tips (thinner than the feather) would fade and the drawn
             # mouth end short of its corners: across a thin opening the blend rises from each
             # lip's edge to full a quarter of the way across, so it reaches the corners.
             from_upper, from_lower = mouth.edge_distances(s, y)
