@@ -58,7 +58,8 @@ _CORNER_DARK = 0.75
 #: Opening past the photo's (gap over width) over which the corner wedges give way entirely: drawn
 #: out, they become whiskers only as the mouth opens wide.
 _CORNER_FADE = 0.25
-#: Width (in feathers) of the soft edge where the opened mouth's interior meets the inner lips.
+#: Width (in feathers) of the soft edge of what the mouth draws, where it meets the lips (opening)
+#: or the lips drawn closing over the teeth meet the warp's (closing).
 _EDGE_SOFTNESS = 0.5
 #: The driving mouth's window (``DrivingMouth``): the lips' box grown by this share of its longer
 #: side on every side (the cavity is sampled inside the inner lips; the rest is room for the
@@ -282,17 +283,17 @@ class MouthInterior:
                 gain = np.clip(self._skin / np.maximum(driving.skin, 1.0), *_GAIN_RANGE)
                 cavity = Cavity(driving.pixels, to_window, (*(float(g) for g in gain), 0.0), share)
             corners = float(np.clip((opening - self._opening) / _CORNER_FADE, 0.0, 1.0))
+        softness = _EDGE_SOFTNESS * self._feather
         if closing:
             # The lips drawn on both sides of their edges are the lips: the blend may spill onto
             # them, and must, or a closing gap a pixel or two high would never be drawn.
             grown = cv2.dilate(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(self._feather)))
-            alpha = cv2.GaussianBlur(grown, (0, 0), self._feather / 2).astype(np.float32) / 255.0
+            alpha = cv2.GaussianBlur(grown, (0, 0), softness).astype(np.float32) / 255.0
         else:
             # Feather inward only, so the blend never spills onto the lips, and over about a pixel:
             # the cavity starts at the inner lip. A wider inward feather (it was eroded a pixel and
             # blurred over 1.5) leaves the warp's stretched lip showing inside the opening, and the
             # lips look thicker, the mouth less open (FaceMesh, too, read the inner lips short).
-            softness = _EDGE_SOFTNESS * self._feather
             alpha = cv2.GaussianBlur(inside, (0, 0), softness).astype(np.float32) / 255.0
             alpha = np.minimum(alpha, inside.astype(np.float32) / 255.0)
             # Blurred, the opening's tips (thinner than the feather) would fade and the drawn
