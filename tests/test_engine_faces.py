@@ -1,4 +1,5 @@
-"""Whose face moves: the largest in the photo; in the driving video, one face from start to end."""
+"""Whose face moves: the largest in the photo; in the driving video, one face from start to end, read
+as one tracker running through would."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stillmotion.engine import media
+from stillmotion.engine import face_model as fm
+from stillmotion.engine import media, pipeline
+from stillmotion.engine.landmark_log import LandmarkLog
+from stillmotion.engine.mouth_log import MouthLog
 from stillmotion.engine.options import RenderOptions
-from stillmotion.engine.pipeline import FrameTrace, animate
-from stillmotion.engine.tracking import detect_photo_face
+from stillmotion.engine.pipeline import FrameTrace, Quality, animate
+from stillmotion.engine.tracking import FaceTracker, detect_photo_face
 
 HALF_W, HEIGHT = 352, 288
 
@@ -66,3 +70,25 @@ def test_paintings_and_drawings_animate_where_facemesh_finds_a_face(photo, drivi
         frames = list(media.iter_frames(out))
         assert report.frames == 120 and len(frames) == 120
         assert np.abs(frames[60].astype(int) - frames[0].astype(int)).mean() > 0.5, name
+
+
+def test_the_seam_between_the_tracking_halves_reads_as_one_tracker_running_through(driving, tmp_path):
+    """Pass 1 tracks a clip of 3 s or more as two halves on two threads. The second half's tracker
+    starts before the seam, so the frames after it are read as by one tracker from the start; started
+    cold at the seam, it read the sample's frame 60 0.041 inter-ocular distances away (a twitch)."""
+    info = media.probe_video(driving)
+    assert info.duration >= pipeline._PARALLEL_TRACKING_SECONDS  # so it is tracked as two halves
+    quality = Quality.for_options(RenderOptions())
+    with LandmarkLog(tmp_path) as log, MouthLog(tmp_path) as mouths:
+        pipeline._track(driving, info.duration, float(info.fps), quality, log, mouths, lambda: None)
+        halves = [log[index] for index in range(log.count)]
+    with FaceTracker() as tracker:
+        whole = [tracker.track(frame) for frame in media.iter_frames(driving)]
+    assert len(halves) == len(whole) == info.frame_count
+    errors = [
+        np.linalg.norm(half[:, :2] - one[:, :2], axis=1).mean() / fm.interocular(one)
+        for half, one in zip(halves, whole, strict=True)
+        if half is not None and one is not None
+    ]
+    assert len(errors) == len(whole)
+    assert max(errors) < 0.005

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stillmotion.engine import face_model as fm
-from stillmotion.engine import media
+from stillmotion.engine import media, pipeline
 from stillmotion.engine.eyes import EyeInterior
 from stillmotion.engine.mouth import DrivingMouth, MouthInterior
 from stillmotion.engine.mouth_log import MouthLog
@@ -79,8 +79,8 @@ def test_a_blink_facemesh_reads_as_shut_is_drawn_shut(portrait):
         assert np.abs(drawn[0.0][box] - image[box]).mean() > 10
 
 
-@pytest.mark.parametrize("glance", [(0.12, 0.0), (0.0, 0.06)], ids=["aside", "down"])
-def test_the_iris_follows_the_gaze(portrait, glance):
+@pytest.mark.parametrize(("glance", "gain"), [((0.12, 0.0), 1.0), ((0.0, 0.03), 1.8)], ids=["aside", "down"])
+def test_the_iris_follows_the_gaze(portrait, glance, gain):
     image, landmarks = portrait
     eye = np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
     shift = np.array(glance) * eye
@@ -88,10 +88,16 @@ def test_the_iris_follows_the_gaze(portrait, glance):
     target[fm.IRISES, :2] += shift  # the lids stay
     frame = image.copy()
     EyeInterior(image, landmarks).apply(frame, target)
-    for iris in (fm.RIGHT_IRIS, fm.LEFT_IRIS):
-        # The pupil is where the target iris centre is, and its old place shows what was beside it.
-        assert abs(_luma(frame, target[iris, :2]) - _luma(image, landmarks[iris, :2])) < 12
-        beside = landmarks[iris, :2] - shift
+    for iris, corners in fm.GAZE_EYES:
+        # The pupil, as dark as the photo's or darker (its catchlight left behind), is where the
+        # iris is drawn (up and down ``gain`` times as far as the target, in the eye's own frame),
+        # and its old place shows what was beside it.
+        z, origin, unit = fm.eye_frame(np.vstack([landmarks[[*corners, iris], :2], target[[iris], :2]]))
+        moved = complex(z[3] - z[2])
+        at = origin + unit * (z[2] + moved.real + 1j * gain * moved.imag)
+        drawn = np.array([at.real, at.imag])
+        assert _luma(frame, drawn) < _luma(image, landmarks[iris, :2]) + 12
+        beside = 2 * landmarks[iris, :2] - drawn
         assert abs(_luma(frame, landmarks[iris, :2]) - _luma(image, beside)) < 12
 
 
@@ -145,6 +151,32 @@ def test_an_eye_opened_wider_than_the_photos_keeps_its_iris_round(drawn_eyes):
         rows, cols = np.nonzero(_iris_pixels(frame[box]))
         height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
         assert height <= np.ptp(np.nonzero(_iris_pixels(image[box]))[0]) + 1 < width
+
+
+def _pupil_centre(image: np.ndarray, near: np.ndarray, radius: float) -> np.ndarray:
+    """The drawing's pupil near ``near``: the centroid of its darkness (x, y), to a fraction of a pixel."""
+    x0, y0 = np.round(near - 2 * radius).astype(int)
+    x1, y1 = np.round(near + 2 * radius).astype(int)
+    darkness = np.clip(50.0 - image[y0:y1, x0:x1].astype(float).sum(-1) / 3, 0.0, None)
+    rows, cols = np.mgrid[y0:y1, x0:x1]
+    return np.array([(darkness * cols).sum(), (darkness * rows).sum()]) / darkness.sum()
+
+
+@pytest.mark.parametrize(("glance", "drawn"), [((0.04, 0.0), (1.0, 0.0)), ((0.0, 0.04), (0.0, 1.8))])
+def test_a_vertical_glance_is_drawn_further_than_a_sideways_one(drawn_eyes, glance, drawn):
+    """The iris's vertical move is drawn ``_VERTICAL_GAZE_GAIN`` (1.8) times as far as the target
+    iris moves, its sideways move as far (the self-reenactment's gaze then reads the same share of
+    the real frames' both ways)."""
+    image, landmarks = drawn_eyes
+    eye = np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
+    target = landmarks.copy()
+    target[fm.IRISES, :2] += np.array(glance) * eye  # the drawing's eyes are level: image axes are theirs
+    frame = image.copy()
+    EyeInterior(image, landmarks).apply(frame, target)
+    for iris in (fm.RIGHT_IRIS, fm.LEFT_IRIS):
+        centre, radius = _iris_and_radius(landmarks, iris)
+        moved = (_pupil_centre(frame, centre, radius) - _pupil_centre(image, centre, radius)) / eye
+        np.testing.assert_allclose(moved, np.array(drawn) * 0.04, atol=0.006)
 
 
 def test_where_the_iris_moves_away_the_white_behind_it_shows(drawn_eyes):
@@ -343,5 +375,6 @@ def test_the_driving_video_is_decoded_once(photo, driving, tmp_path, monkeypatch
     monkeypatch.setattr(media, "iter_timed_frames", counted)
     report = animate(photo, driving, tmp_path / "out.mp4", RenderOptions(turbo=True))
     # Pass 1 only, its two halves together: each frame once (the first half reads one frame past
-    # the split to find it); pass 2 renders from what pass 1 kept.
-    assert report.frames <= len(decoded) <= report.frames + 1
+    # the split to find it, the second half's tracker warms up on the few before it); pass 2
+    # renders from what pass 1 kept.
+    assert report.frames <= len(decoded) <= report.frames + 1 + pipeline._TRACKER_WARM_UP_FRAMES

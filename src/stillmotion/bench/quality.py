@@ -378,12 +378,13 @@ def _gaze_readback(
 ) -> dict[str, float]:
     """How much of a gaze drawn on the still photo FaceMesh reads back: the instrument's
     sensitivity to gaze, as ``_instrument_floor`` is its floor for landmarks. The engine's own eye
-    repaint (``EyeInterior``) moves both irises ``_READBACK_SHIFT`` eye widths each way, one axis at
-    a time, lids and face at rest; each drawing goes through the output's encoder and is read as
-    the output is. ``horizontal`` and ``vertical`` are the gaze read over the gaze drawn (1: all of
-    it). ``eye_contour_follows_iris`` is how far the eye's outline, read in the same frames, moves
-    down with an iris drawn lower, over how far the iris is read to move (0: the lids stay put, as
-    they were drawn): FaceMesh places the whole eye by its iris, and the gaze it reads (the iris
+    repaint (``EyeInterior``) is asked to move both irises ``_READBACK_SHIFT`` eye widths each way,
+    one axis at a time, lids and face at rest; each drawing goes through the output's encoder and is
+    read as the output is. ``horizontal`` and ``vertical`` are the gaze read over the gaze asked
+    for (1: all of it; up and down the repaint draws it ``eyes._VERTICAL_GAZE_GAIN`` times as far).
+    ``eye_contour_follows_iris`` is how far the eye's outline, read in the same frames, moves down
+    with an iris drawn lower, over how far the iris is read to move (0: the lids stay put, as they
+    were drawn): FaceMesh places the whole eye by its iris, and the gaze it reads (the iris
     between the eye's corners) is what is left of the iris's motion once the corners have followed.
     """
     eyes = EyeInterior(photo, landmarks)
