@@ -82,7 +82,7 @@ def test_a_blink_facemesh_reads_as_shut_is_drawn_shut(portrait):
 @pytest.mark.parametrize(("glance", "gain"), [((0.12, 0.0), 1.0), ((0.0, 0.03), 1.8)], ids=["aside", "down"])
 def test_the_iris_follows_the_gaze(portrait, glance, gain):
     image, landmarks = portrait
-    eye = np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
+    eye = _eye_width(landmarks)
     shift = np.array(glance) * eye
     target = landmarks.copy()
     target[fm.IRISES, :2] += shift  # the lids stay
@@ -131,6 +131,13 @@ def _iris_pixels(image: np.ndarray) -> np.ndarray:
     return (rgb[..., 2] > rgb[..., 0] + 60) | (rgb.sum(-1) < 120)
 
 
+def _eye_width(landmarks: np.ndarray) -> float:
+    """The right eye's width, corner to corner (pixels): the unit a glance is given in."""
+    return float(
+        np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
+    )
+
+
 def _iris_and_radius(landmarks: np.ndarray, iris: int) -> tuple[np.ndarray, float]:
     centre = landmarks[iris, :2]
     return centre, float(np.linalg.norm(landmarks[iris + 1 : iris + 5, :2] - centre, axis=1).mean())
@@ -168,7 +175,7 @@ def test_a_vertical_glance_is_drawn_further_than_a_sideways_one(drawn_eyes, glan
     iris moves, its sideways move as far (the self-reenactment's gaze then reads the same share of
     the real frames' both ways)."""
     image, landmarks = drawn_eyes
-    eye = np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
+    eye = _eye_width(landmarks)
     target = landmarks.copy()
     target[fm.IRISES, :2] += np.array(glance) * eye  # the drawing's eyes are level: image axes are theirs
     frame = image.copy()
@@ -181,7 +188,7 @@ def test_a_vertical_glance_is_drawn_further_than_a_sideways_one(drawn_eyes, glan
 
 def test_where_the_iris_moves_away_the_white_behind_it_shows(drawn_eyes):
     image, landmarks = drawn_eyes
-    eye = np.linalg.norm(landmarks[fm.RIGHT_EYE_CORNERS[0], :2] - landmarks[fm.RIGHT_EYE_CORNERS[1], :2])
+    eye = _eye_width(landmarks)
     target = landmarks.copy()
     target[fm.IRISES, 0] += 0.12 * eye  # a glance toward the image's right, the lids still
     frame = image.copy()

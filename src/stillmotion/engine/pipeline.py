@@ -213,13 +213,16 @@ def _track(
     if duration < _PARALLEL_TRACKING_SECONDS:
         return _track_span(media.iter_timed_frames(video), quality, log, mouths, on_frame)
     middle = duration / 2
-    warm_up = _TRACKER_WARM_UP_FRAMES / fps
     boundary: Future[float | None] = Future()
+
+    def warming_up_for(split: float) -> Iterator[tuple[float | None, np.ndarray]]:
+        """The frames from ``_TRACKER_WARM_UP_FRAMES`` before ``split`` on, for a span from there."""
+        return media.iter_timed_frames(video, start=max(split - _TRACKER_WARM_UP_FRAMES / fps, 0.0))
 
     def second_half(second_log: LandmarkLog, second_mouths: MouthLog) -> list[FaceFeatures | None]:
         def frames() -> Iterator[tuple[float | None, np.ndarray]]:
             try:
-                for shown, frame in media.iter_timed_frames(video, start=max(middle - warm_up, 0.0)):
+                for shown, frame in warming_up_for(middle):
                     if not boundary.done() and (shown is None or shown >= middle):
                         boundary.set_result(shown)
                     yield shown, frame
@@ -257,7 +260,7 @@ def _track(
             second_log.clear()
             second_mouths.clear()
             later_features = _track_span(
-                media.iter_timed_frames(video, start=max(split - warm_up, 0.0)),
+                warming_up_for(split),
                 quality,
                 second_log,
                 second_mouths,
